@@ -1,0 +1,75 @@
+"""The study's augmentation as pure batched tensor operations.
+
+The study used torchvision's `RandomHorizontalFlip()`, `RandomCrop(32, padding=4)` (zero fill),
+`ToTensor()` and `Normalize(0.5, 0.5)`. Here the same distribution is drawn for a whole epoch at
+once, so the view of image `i` in epoch `e` is a pure function of `(seed, e, i)`: the teacher cache
+relies on that to store one teacher output per view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+PAD = 4
+
+
+@dataclass(frozen=True)
+class EpochViews:
+    """Per-image augmentation parameters for one epoch: index `i` describes image `i`."""
+
+    offsets: torch.Tensor  # (N, 2) int64, crop origin (top, left) in the padded image, 0..2*PAD
+    flips: torch.Tensor  # (N,) bool, mirror left-right
+
+    def select(self, indices: torch.Tensor) -> EpochViews:
+        return EpochViews(self.offsets[indices], self.flips[indices])
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """An explicit CPU generator for one (seed, epoch, stream): nothing global is touched."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{stream}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def epoch_views(num_images: int, seed: int, epoch: int, pad: int = PAD) -> EpochViews:
+    """Draw crop offsets and flips for every image of an epoch (stream 1 of the epoch's seeds)."""
+    generator = epoch_generator(seed, epoch, stream=1)
+    offsets = torch.randint(0, 2 * pad + 1, (num_images, 2), generator=generator)
+    flips = torch.rand(num_images, generator=generator) < 0.5
+    return EpochViews(offsets, flips)
+
+
+def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled visiting order of an epoch (stream 0 of the epoch's seeds)."""
+    return torch.randperm(num_images, generator=epoch_generator(seed, epoch, stream=0))
+
+
+def crop_flip(images: torch.Tensor, views: EpochViews, pad: int = PAD) -> torch.Tensor:
+    """Zero-pad by `pad`, crop back to the input size at `views.offsets`, mirror where `flips`.
+
+    images: (B, C, H, W), any dtype, on any device; returns the same shape, dtype and device.
+    """
+    batch, channels, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
+    offsets = views.offsets.to(images.device)
+    rows = offsets[:, 0:1] + torch.arange(height, device=images.device)  # (B, H)
+    cols = offsets[:, 1:2] + torch.arange(width, device=images.device)  # (B, W)
+    flips = views.flips.to(images.device)
+    cols = torch.where(flips[:, None], cols.flip(1), cols)
+    batch_index = torch.arange(batch, device=images.device)[:, None, None]
+    cropped = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]
+    return cropped.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last in memory
+
+
+def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 pixels -> the study's `Normalize(0.5, 0.5)` of `ToTensor()`: x / 127.5 - 1."""
+    return images.to(dtype).div_(127.5).sub_(1.0)
+
+
+def train_batch(
+    images: torch.Tensor, views: EpochViews, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """The augmented, normalised training input for a batch of uint8 images."""
+    return normalize(crop_flip(images, views), dtype)

@@ -1,0 +1,93 @@
+"""Checkpoint files: atomic writes, safe reads (`weights_only=True`), metadata to rebuild a model.
+
+A checkpoint is a plain dict of tensors, strings and numbers:
+`{"format": "kdcore-checkpoint", "version": 1, "arch": ..., "num_classes": ..., "classes": [...],
+"state_dict": {...}, "meta": {...}}`, so `weights_only=True` loads it and nothing in it runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT = "kdcore-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and the reason."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save` to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    arch: str,
+    classes: tuple[str, ...] | list[str],
+    meta: dict[str, Any] | None = None,
+) -> None:
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    atomic_torch_save(
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "arch": arch,
+            "num_classes": len(classes),
+            "classes": list(classes),
+            "state_dict": state,
+            "meta": dict(meta or {}),
+        },
+        path,
+    )
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict, checked; CheckpointError for a missing, corrupt or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(
+            f"Checkpoint {path} is corrupt, truncated or not a safe PyTorch file: {error}"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a kdcore checkpoint.")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}; "
+                              f"this kdcore reads version {VERSION}.")  # fmt: skip
+    return payload
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
+    from kdcore.models import ModelError, build_model
+
+    payload = read_checkpoint(path)
+    try:
+        model = build_model(payload["arch"], payload["num_classes"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except (ModelError, RuntimeError, KeyError) as error:
+        raise CheckpointError(f"Checkpoint {path} does not fit its architecture: {error}") from error
+    return model.to(device).eval(), payload

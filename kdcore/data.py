@@ -1,0 +1,269 @@
+"""Data sources -> uint8 tensors in memory, cached on disk after the first decode.
+
+A source is named by one string, the same in the CLI, the dashboard and a run's config:
+- `synthetic`: a small generated 10-class set a CNN can learn (offline demos and tests);
+- a folder in the `train/<class>/`, `test/<class>/` layout, or a `.tar.gz` / `.tar` of one;
+- a torchvision CIFAR-10 root (holding `cifar-10-batches-py`), or `cifar10` for `data/cifar10`,
+  downloaded there when missing and online.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from kdcore.checkpoints import atomic_torch_save
+
+SYNTHETIC = "synthetic"
+CIFAR10 = "cifar10"
+DEFAULT_CIFAR10_ROOT = Path("data/cifar10")
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+IMAGE_SIZE = 32
+CACHE_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data source cannot be read; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """One split in memory: `images` (N, 3, 32, 32) uint8, `labels` (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, size: int | None, seed: int = 0) -> ImageSet:
+        """A seeded random subset of `size` images (all of them when `size` is None or larger)."""
+        if size is None or size >= len(self):
+            return self
+        if size <= 0:
+            raise DataError(f"A subset needs at least one image (got {size}).")
+        keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:size]
+        keep = keep.sort().values
+        return ImageSet(self.images[keep], self.labels[keep], self.classes)
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    kind: str  # "synthetic" | "folder" | "archive" | "cifar10"
+    ready: bool
+    message: str
+
+
+def source_status(source: str) -> SourceStatus:
+    """What a source is and whether it can be read now, without decoding anything."""
+    if source == SYNTHETIC:
+        return SourceStatus("synthetic", True, "Generated 10-class set, always available offline.")
+    path = _cifar10_root(source) if source == CIFAR10 else Path(source).expanduser()
+    if _is_archive(path):
+        ok = path.is_file()
+        return SourceStatus("archive", ok, f"Archive {path}" + ("" if ok else " does not exist."))
+    if (path / "cifar-10-batches-py").is_dir() or source == CIFAR10:
+        ok = (path / "cifar-10-batches-py").is_dir()
+        note = "ready" if ok else "not downloaded yet (needs internet on first use)"
+        return SourceStatus("cifar10", ok, f"torchvision CIFAR-10 at {path}: {note}.")
+    if all((path / split).is_dir() for split in SPLITS):
+        return SourceStatus("folder", True, f"Image folder {path} (train/ and test/).")
+    return SourceStatus("folder", False, _missing_folder_message(path))
+
+
+def load_split(source: str, split: str, cache_dir: str | Path | None = None) -> ImageSet:
+    """Decode a split once into memory; later calls read the on-disk cache.
+
+    >>> train = load_split("synthetic", "train")
+    >>> train.images.shape[1:], train.images.dtype
+    (torch.Size([3, 32, 32]), torch.uint8)
+    """
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}; use 'train' or 'test'.")
+    if source == SYNTHETIC:
+        return synthetic_split(split)
+    cache_file = _cache_file(source, split, cache_dir)
+    if cache_file is not None and cache_file.is_file():
+        try:
+            return _read_cache(cache_file)
+        except Exception:  # a stale or damaged cache is rebuilt, never trusted
+            cache_file.unlink(missing_ok=True)
+    image_set = _decode_source(source, split)
+    if cache_file is not None:
+        atomic_torch_save(
+            {"images": image_set.images, "labels": image_set.labels, "classes": image_set.classes},
+            cache_file,
+        )
+    return image_set
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KDCORE_CACHE", Path.home() / ".cache" / "kdcore"))
+
+
+def source_fingerprint(source: str) -> str:
+    """A short id that changes when the source's files change (keys caches of derived data)."""
+    if source == SYNTHETIC:
+        return f"synthetic-v{CACHE_VERSION}"
+    path = _cifar10_root(source) if source == CIFAR10 else Path(source).expanduser().resolve()
+    stat = path.stat() if path.exists() else None
+    token = f"{path}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}|{CACHE_VERSION}"
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+# --- synthetic ----------------------------------------------------------------------------------
+
+
+def synthetic_split(split: str, per_class: int | None = None) -> ImageSet:
+    """Ten classes of noisy striped patches: the class sets stripe colour, direction and period.
+
+    The patterns survive crops and mirror flips, so the study's augmentation keeps labels true.
+    Deterministic: the same split always gives the same images.
+    """
+    per_class = per_class or (400 if split == "train" else 100)
+    generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+    labels = torch.arange(10).repeat_interleave(per_class)
+    n = len(labels)
+    palette = torch.tensor([[230, 60, 60], [60, 200, 60], [70, 90, 230], [220, 200, 50],
+                            [200, 70, 200]], dtype=torch.float32)  # fmt: skip
+    colours = palette[labels % 5] + torch.randn(n, 3, generator=generator) * 20
+    period = (4 + 2 * (labels // 5)).float()  # (N,) 4 or 6 pixels
+    phase = torch.rand(n, generator=generator) * 6.28
+    grid = torch.arange(IMAGE_SIZE, dtype=torch.float32)
+    vertical = (labels % 2 == 1)[:, None, None]
+    coord = torch.where(vertical, grid[None, None, :], grid[None, :, None])  # (N, 32, 32)
+    stripes = 0.5 + 0.5 * torch.sin(coord * 6.28 / period[:, None, None] + phase[:, None, None])
+    pixels = 40 + stripes[:, None] * (colours[:, :, None, None] - 40)
+    pixels += torch.randn(pixels.shape, generator=generator) * 45
+    images = pixels.clamp(0, 255).to(torch.uint8)
+    order = torch.randperm(n, generator=generator)
+    classes = tuple(f"pattern{k}" for k in range(10))
+    return ImageSet(images[order].contiguous(), labels[order], classes)
+
+
+# --- folders and archives -----------------------------------------------------------------------
+
+
+def _decode_source(source: str, split: str) -> ImageSet:
+    status = source_status(source)
+    if status.kind == "cifar10":
+        return _load_torchvision_cifar10(source, split)
+    if not status.ready:
+        raise DataError(status.message)
+    path = Path(source).expanduser()
+    members = _archive_members(path, split) if status.kind == "archive" else _folder_members(path, split)
+    return _decode_members(members, f"{path} ({split})")
+
+
+def _folder_members(root: Path, split: str) -> Iterator[tuple[str, bytes]]:
+    for file in sorted((root / split).glob("*/*")):
+        if file.suffix.lower() in IMAGE_SUFFIXES:
+            yield f"{file.parent.name}/{file.name}", file.read_bytes()
+
+
+def _archive_members(path: Path, split: str) -> Iterator[tuple[str, bytes]]:
+    try:
+        with tarfile.open(path) as archive:
+            for member in archive:
+                parts = Path(member.name).parts
+                if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                if len(parts) >= 3 and parts[-3] == split:
+                    yield f"{parts[-2]}/{parts[-1]}", archive.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise DataError(f"Cannot read archive {path}: {error}") from error
+
+
+def _decode_members(members: Iterator[tuple[str, bytes]], where: str) -> ImageSet:
+    by_class: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for name, data in members:
+        class_name, file_name = name.split("/", 1)
+        by_class.setdefault(class_name, []).append((file_name, _decode_pixels(data, name)))
+    if not by_class:
+        raise DataError(f"No images found in {where}; expected <class>/<image> files.")
+    classes = tuple(sorted(by_class))
+    arrays, labels = [], []
+    for label, class_name in enumerate(classes):
+        for _, pixels in sorted(by_class[class_name], key=lambda item: item[0]):
+            arrays.append(pixels)
+            labels.append(label)
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes)
+
+
+def _decode_pixels(data: bytes, name: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image = image.convert("RGB")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)  # (32, 32, 3)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"Cannot decode image {name}: {error}") from error
+
+
+# --- torchvision CIFAR-10 -----------------------------------------------------------------------
+
+
+def _cifar10_root(source: str) -> Path:
+    return DEFAULT_CIFAR10_ROOT if source == CIFAR10 else Path(source).expanduser()
+
+
+def _load_torchvision_cifar10(source: str, split: str) -> ImageSet:
+    from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10
+
+    root = _cifar10_root(source)
+    try:
+        dataset = TorchvisionCIFAR10(str(root), train=split == "train", download=True)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise DataError(
+            f"CIFAR-10 is not in {root} and could not be downloaded ({error}). Online, run once "
+            f"`python -m kdcore data --data-dir {source}`; offline, copy cifar-10-python.tar.gz "
+            f"into {root} or use a folder in the train/<class>/ test/<class>/ layout, or "
+            f"--data-dir synthetic."
+        ) from error
+    images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()
+    return ImageSet(images, torch.tensor(dataset.targets, dtype=torch.int64), CIFAR10_CLASSES)
+
+
+# --- cache --------------------------------------------------------------------------------------
+
+
+def _cache_file(source: str, split: str, cache_dir: str | Path | None) -> Path | None:
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return cache_root / "splits" / f"{source_fingerprint(source)}-{split}.pt"
+
+
+def _read_cache(path: Path) -> ImageSet:
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    images, labels = payload["images"], payload["labels"]
+    if images.dtype != torch.uint8 or images.shape[1:] != (3, IMAGE_SIZE, IMAGE_SIZE):
+        raise DataError(f"Cache {path} holds unexpected tensors.")
+    return ImageSet(images, labels, tuple(payload["classes"]))
+
+
+def _is_archive(path: Path) -> bool:
+    return path.name.endswith((".tar.gz", ".tgz", ".tar"))
+
+
+def _missing_folder_message(path: Path) -> str:
+    if not path.exists():
+        return f"Data folder {path} does not exist."
+    return (
+        f"{path} is neither a train/<class>/ + test/<class>/ folder, an archive of one, nor a "
+        f"torchvision CIFAR-10 root (cifar-10-batches-py/)."
+    )

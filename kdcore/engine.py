@@ -1,0 +1,276 @@
+"""The training loop: `fit` and `evaluate`. It emits events to callbacks and knows no UI.
+
+One loop serves the three roles: a teacher or a lone student learns from labels (cross-entropy);
+a distilled student also gets a `TeacherOutputs` and learns from the study's loss. Stop is
+cooperative: `stop_event` is checked between batches and `fit` returns with status "stopped".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcore.augment import epoch_order, epoch_views, normalize, train_batch
+from kdcore.data import ImageSet
+from kdcore.losses import check_distillation_settings, distillation_terms
+
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "constant")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule of one fit. `lr` is the peak learning rate of the one-cycle schedule."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 6e-3
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "onecycle"
+    warmup_fraction: float = 0.25
+    label_smoothing: float = 0.0
+    seed: int = 0
+    eval_batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"Epochs must be at least 1 (got {self.epochs}).")
+        if self.batch_size < 1:
+            raise ValueError(f"Batch size must be at least 1 (got {self.batch_size}).")
+        if not self.lr > 0:
+            raise ValueError(f"Learning rate must be greater than 0 (got {self.lr}).")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimiser {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {self.schedule!r}; use {' or '.join(SCHEDULES)}.")
+
+
+class Callback:
+    """Subscribers override what they need; every hook gets plain numbers and strings."""
+
+    def on_fit_start(self, info: dict[str, Any]) -> None: ...
+    def on_phase(self, phase: str, done: int, total: int) -> None: ...
+    def on_batch_end(self, step: int, logs: dict[str, float]) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+    def on_fit_end(self, status: str, logs: dict[str, Any]) -> None: ...
+
+
+class TeacherTargets(Protocol):
+    """Teacher logits for every image of an epoch's augmented views: (N, C) float32."""
+
+    def epoch_logits(
+        self, epoch: int, stop_event: threading.Event, on_progress: Callable[[int, int], None]
+    ) -> torch.Tensor | None: ...
+
+
+@dataclass(frozen=True)
+class Distillation:
+    teacher: TeacherTargets
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_distillation_settings(self.temperature, self.alpha)
+
+
+@dataclass
+class FitResult:
+    status: str  # "finished" | "stopped"
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def best_test_acc(self) -> float | None:
+        return max((row["test_acc"] for row in self.history), default=None)
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else the CPU."""
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; on the CPU plain float32 (bf16 is many times slower there)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    return model.to(device=device, memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1000
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy (a fraction) on un-augmented images."""
+    model.eval()
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    for start in range(0, len(data), batch_size):
+        images = data.images[start : start + batch_size].to(device, non_blocking=True)
+        labels = data.labels[start : start + batch_size].to(device, non_blocking=True)
+        with autocast_for(device):
+            logits = model(normalize(images.contiguous(memory_format=torch.channels_last))).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        correct += (logits.argmax(1) == labels).sum()
+    return {"loss": loss_sum.item() / len(data), "acc": correct.item() / len(data)}
+
+
+def fit(
+    model: nn.Module,
+    train: ImageSet,
+    test: ImageSet,
+    config: TrainConfig,
+    *,
+    distillation: Distillation | None = None,
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+    device: torch.device | None = None,
+) -> FitResult:
+    """Train `model` for `config.epochs` epochs, evaluating on `test` after each one."""
+    device = device or pick_device()
+    stop_event = stop_event or threading.Event()
+    model = prepare_model(model, device)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    images, labels = train.images.to(device), train.labels.to(device)
+    emit = _Emitter(callbacks)
+    emit("on_fit_start", {"steps_per_epoch": steps_per_epoch, "epochs": config.epochs,
+                          "train_size": len(train), "test_size": len(test), "device": str(device)})  # fmt: skip
+    result, started = FitResult("finished"), time.perf_counter()
+    for epoch in range(config.epochs):
+        epoch_started = time.perf_counter()
+        teacher_logits = None
+        if distillation is not None:
+            teacher_logits = distillation.teacher.epoch_logits(
+                epoch, stop_event, lambda done, total: emit("on_phase", "teacher", done, total)
+            )
+            if teacher_logits is None:
+                result.status = "stopped"
+                break
+            teacher_logits = teacher_logits.to(device)
+        step_context = _StepContext(model, optimizer, scheduler, config, distillation, device, emit)
+        train_logs = step_context.run_epoch(images, labels, epoch, teacher_logits, stop_event)
+        if train_logs is None:
+            result.status = "stopped"
+            break
+        test_logs = evaluate(model, test, device, config.eval_batch_size)
+        elapsed = time.perf_counter() - started
+        row = {
+            "epoch": epoch + 1,
+            **train_logs,
+            "test_loss": test_logs["loss"],
+            "test_acc": test_logs["acc"],
+            "epoch_s": time.perf_counter() - epoch_started,
+            "elapsed_s": elapsed,
+            "eta_s": elapsed / (epoch + 1) * (config.epochs - epoch - 1),
+        }
+        result.history.append(row)
+        emit("on_epoch_end", epoch + 1, row)
+    emit("on_fit_end", result.status, {"best_test_acc": result.best_test_acc})
+    return result
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
+                               weight_decay=config.weight_decay)  # fmt: skip
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if config.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.lr,
+        total_steps=config.epochs * steps_per_epoch,
+        pct_start=config.warmup_fraction,
+    )
+
+
+class _Emitter:
+    def __init__(self, callbacks: Sequence[Callback]) -> None:
+        self.callbacks = list(callbacks)
+
+    def __call__(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+
+@dataclass
+class _StepContext:
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    config: TrainConfig
+    distillation: Distillation | None
+    device: torch.device
+    emit: _Emitter
+
+    def run_epoch(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        epoch: int,
+        teacher_logits: torch.Tensor | None,
+        stop_event: threading.Event,
+    ) -> dict[str, float] | None:
+        """One pass over the shuffled, augmented training set; None when stopped mid-way."""
+        self.model.train()
+        seed, batches = self.config.seed, math.ceil(len(labels) / self.config.batch_size)
+        order = epoch_order(len(labels), seed, epoch).to(self.device)
+        views = epoch_views(len(labels), seed, epoch)
+        loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
+        for batch_index, indices in enumerate(order.split(self.config.batch_size)):
+            if stop_event.is_set():
+                return None
+            batch_views = views.select(indices.cpu())
+            inputs = train_batch(images[indices], batch_views)  # (B, 3, 32, 32) channels-last
+            targets = labels[indices]
+            teacher = None if teacher_logits is None else teacher_logits[indices]
+            terms, logits = self._step(inputs, targets, teacher)
+            loss = terms["loss"].item()
+            loss_sum += loss * len(indices)
+            correct += (logits.argmax(1) == targets).sum().item()
+            seen += len(indices)
+            step_logs = {"loss": loss, "epoch": epoch + 1, "batch": batch_index + 1,
+                         "batches": batches, **{k: v.item() for k, v in terms.items() if k != "loss"}}  # fmt: skip
+            self.emit("on_batch_end", epoch * batches + batch_index + 1, step_logs)
+        seconds = time.perf_counter() - started
+        return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
+                "images_per_s": seen / seconds, "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
+
+    def _step(
+        self, inputs: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        with autocast_for(self.device):
+            logits = self.model(inputs).float()
+        if teacher_logits is None:
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
+            terms = {"loss": loss}
+        else:
+            d = self.distillation
+            terms = distillation_terms(logits, teacher_logits, targets, d.temperature, d.alpha)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: v.detach() for k, v in terms.items()}, logits.detach()

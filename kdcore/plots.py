@@ -1,0 +1,262 @@
+"""Plotly figure builders: plain data in, go.Figure out (no Streamlit, so tests can check them).
+
+    fig = learning_curves({"student": rows, "distilled T=4": rows_kd}, metric="test_acc")
+    fig = live_run_figure(metrics_rows, batch_losses, steps_per_epoch=390)
+
+A metrics row is one epoch: {"epoch": 1, "train_loss", "train_acc", "test_loss", "test_acc",
+"images_per_s", "elapsed_s", "eta_s"}; accuracies are fractions 0..1, drawn as percent.
+A batch loss point is {"step": int, "loss": float}.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+TEACHER_COLOR = "#4C78A8"  # blue
+STUDENT_COLOR = "#F58518"  # orange
+KL_COLOR = "#54A24B"  # green
+TRAIN_COLOR = "#72B7B2"  # teal
+TEST_COLOR = "#E45756"  # red
+BATCH_LOSS_COLOR = "rgba(114, 183, 178, 0.45)"  # faint train colour
+RUN_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2", "#9D755D", "#FF9DA6")
+
+METRIC_LABELS = {
+    "test_acc": "test accuracy (%)",
+    "train_acc": "train accuracy (%)",
+    "test_loss": "test loss",
+    "train_loss": "train loss",
+}
+MAX_BATCH_POINTS = 3000  # live plot thins older batch losses beyond this many points
+
+Row = Mapping[str, Any]
+
+
+def ema(values: Sequence[float], smoothing: float) -> list[float]:
+    """Debiased exponential moving average, as TensorBoard's smoothing slider computes it.
+
+    ema([1, 3], 0.5) == [1.0, 2.333...]; smoothing 0 returns the values unchanged.
+    Non-finite values pass through and do not disturb the average.
+    """
+    smoothed, last, count = [], 0.0, 0
+    for value in values:
+        if not math.isfinite(value):
+            smoothed.append(value)
+            continue
+        last = last * smoothing + (1 - smoothing) * value
+        count += 1
+        smoothed.append(last / (1 - smoothing**count))
+    return smoothed
+
+
+def learning_curves(
+    series: Mapping[str, Sequence[Row]],
+    metric: str = "test_acc",
+    smoothing: float = 0.0,
+    title: str | None = None,
+) -> go.Figure:
+    """One line per run label, x = epoch, y = the metric (accuracies in percent).
+
+    learning_curves({"teacher": rows_t, "student": rows_s}, "test_loss", smoothing=0.6)
+    """
+    if metric not in METRIC_LABELS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(METRIC_LABELS)}")
+    if not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+    scale = 100.0 if metric.endswith("_acc") else 1.0
+    fig = go.Figure()
+    for index, (label, rows) in enumerate(series.items()):
+        epochs, values = _column(rows, metric)
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[v * scale for v in ema(values, smoothing)],
+                name=label,
+                mode="lines+markers",
+                line={"color": RUN_COLORS[index % len(RUN_COLORS)]},
+            )
+        )
+    fig.update_layout(title=title or METRIC_LABELS[metric], hovermode="x unified")
+    fig.update_xaxes(title="epoch", tickformat="d")
+    fig.update_yaxes(title=METRIC_LABELS[metric])
+    return _tidy(fig)
+
+
+def _column(rows: Sequence[Row], key: str) -> tuple[list[int], list[float]]:
+    """(epochs, values) for rows that have a value for key, sorted by epoch."""
+    present = sorted((row["epoch"], float(row[key])) for row in rows if row.get(key) is not None)
+    return [epoch for epoch, _ in present], [value for _, value in present]
+
+
+def live_run_figure(
+    metrics: Sequence[Row], batch_losses: Sequence[Row], steps_per_epoch: int | None
+) -> go.Figure:
+    """Left: per-batch and per-epoch losses; right: train/test accuracy per epoch.
+
+    With steps_per_epoch the batch losses are placed in (fractional) epochs, so they share the
+    x axis with the per-epoch points; without it they are drawn against the step, and the
+    per-epoch losses are left out of the left panel (their x units would not match).
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy (%)"))
+    if not metrics and not batch_losses:
+        fig.add_annotation(
+            text="waiting for the first batch",
+            x=0.5,
+            y=0.5,
+            xref="paper",
+            yref="paper",
+            showarrow=False,
+            font={"size": 16},
+        )
+        return _tidy(fig)
+    in_epochs = steps_per_epoch is not None or not batch_losses
+    if batch_losses:
+        points = _thin(batch_losses, MAX_BATCH_POINTS)
+        x = [p["step"] / steps_per_epoch if steps_per_epoch else p["step"] for p in points]
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[p["loss"] for p in points],
+                name="batch loss",
+                mode="lines",
+                line={"color": BATCH_LOSS_COLOR, "width": 1},
+            ),
+            row=1,
+            col=1,
+        )
+    if in_epochs:
+        _add_epoch_lines(fig, metrics, ("train_loss", "test_loss"), col=1, scale=1.0)
+    _add_epoch_lines(fig, metrics, ("train_acc", "test_acc"), col=2, scale=100.0)
+    fig.update_xaxes(title="epoch" if in_epochs else "step", row=1, col=1)
+    fig.update_xaxes(title="epoch", tickformat="d", row=1, col=2)
+    fig.update_layout(hovermode="x unified")
+    return _tidy(fig)
+
+
+def _add_epoch_lines(
+    fig: go.Figure, metrics: Sequence[Row], keys: tuple[str, str], col: int, scale: float
+) -> None:
+    for key, color in zip(keys, (TRAIN_COLOR, TEST_COLOR), strict=True):
+        epochs, values = _column(metrics, key)
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[v * scale for v in values],
+                name=key.replace("_", " "),
+                mode="lines+markers",
+                line={"color": color},
+            ),
+            row=1,
+            col=col,
+        )
+
+
+def _thin(points: Sequence[Row], limit: int) -> list[Row]:
+    """Every n-th point so at most about `limit` remain; the newest point is always kept."""
+    if len(points) <= limit:
+        return list(points)
+    stride = math.ceil(len(points) / limit)
+    thinned = list(points[::stride])
+    if thinned[-1] is not points[-1]:
+        thinned.append(points[-1])
+    return thinned
+
+
+def softened_bars(
+    class_names: Sequence[str],
+    teacher_probs: Sequence[float],
+    student_probs: Sequence[float] | None,
+    temperature: float,
+) -> go.Figure:
+    """Grouped bars of teacher vs student probabilities (0..1) per class at temperature T.
+
+    softened_bars(class_names, p_teacher, p_student, temperature=4.0)
+    Pass student_probs=None to draw the teacher alone. Tensors are accepted.
+    """
+    fig = go.Figure()
+    bars = (("teacher", teacher_probs, TEACHER_COLOR), ("student", student_probs, STUDENT_COLOR))
+    for label, probs, color in bars:
+        if probs is not None:
+            fig.add_trace(
+                go.Bar(x=list(class_names), y=_floats(probs), name=label, marker_color=color)
+            )
+    fig.update_layout(barmode="group", title=f"softened probabilities at T = {temperature:g}")
+    fig.update_yaxes(title="probability", range=[0, 1])
+    return _tidy(fig)
+
+
+def temperature_curves(
+    sweep: Mapping[str, Sequence[float]], current_temperature: float | None = None
+) -> go.Figure:
+    """Teacher and student entropy and KL(teacher || student) as T moves; a line at current T.
+
+    temperature_curves(temperature_sweep(t_logits, s_logits, temps), current_temperature=4.0)
+    """
+    temperatures = list(sweep.get("temperature", []))
+    fig = go.Figure()
+    lines = (
+        ("teacher_entropy", "teacher entropy", TEACHER_COLOR, "solid"),
+        ("student_entropy", "student entropy", STUDENT_COLOR, "solid"),
+        ("kl", "KL(teacher || student)", KL_COLOR, "dot"),
+    )
+    for key, label, color, dash in lines:
+        if key in sweep:
+            fig.add_trace(
+                go.Scatter(
+                    x=temperatures,
+                    y=list(sweep[key]),
+                    name=label,
+                    mode="lines",
+                    line={"color": color, "dash": dash},
+                )
+            )
+    if current_temperature is not None:
+        fig.add_vline(
+            x=current_temperature,
+            line_dash="dash",
+            line_color="gray",
+            annotation_text=f"T = {current_temperature:g}",
+        )
+    fig.update_layout(title="entropy and KL as the temperature changes", hovermode="x unified")
+    fig.update_xaxes(title="temperature T")
+    fig.update_yaxes(title="nats")
+    return _tidy(fig)
+
+
+def topk_bars(
+    rows: Sequence[tuple[str, float]], title: str, color: str = TEACHER_COLOR
+) -> go.Figure:
+    """Small horizontal bar chart of (class, probability), best at the top.
+
+    topk_bars(top_k(probs[0], class_names), "student", color=STUDENT_COLOR)
+    """
+    names = [name for name, _ in rows]
+    probs = [float(p) for _, p in rows]
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=names,
+            orientation="h",
+            marker_color=color,
+            text=[f"{p:.1%}" for p in probs],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(title=title, height=90 + 30 * max(len(rows), 1), showlegend=False)
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(autorange="reversed")
+    return _tidy(fig)
+
+
+def _floats(values: Any) -> list[float]:
+    """A list of floats from a list, tuple or tensor."""
+    return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
+
+
+def _tidy(fig: go.Figure) -> go.Figure:
+    fig.update_layout(margin={"l": 10, "r": 10, "t": 50, "b": 10}, legend_title_text="")
+    return fig

@@ -1,0 +1,364 @@
+"""Runs: a frozen `RunSpec` -> a run folder under `checkpoints/` -> a trained model.
+
+A run folder holds `config.json` (the spec), `status.json` (queued / running / finished /
+stopped / failed / interrupted), `metrics.jsonl` (one line per epoch, flushed as it happens) and
+the weights `best.pt` and `last.pt`. The CLI and the dashboard both call `execute_run`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdcore.checkpoints import CheckpointError, load_model, save_checkpoint
+from kdcore.data import ImageSet, load_split, source_fingerprint, source_status
+from kdcore.engine import Callback, Distillation, FitResult, TrainConfig, fit, pick_device
+from kdcore.losses import check_distillation_settings
+from kdcore.models import (
+    DEFAULT_TEACHER_ARCH,
+    STUDENT_ARCH,
+    TEACHER_ARCHS,
+    TEACHER_INITS,
+    build_model,
+    build_teacher,
+)
+from kdcore.teacher_cache import TeacherOutputs, cache_dir_for
+
+ROLES = ("teacher", "student", "distill")
+DEFAULT_ROOT = Path("checkpoints")
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ACTIVE = ("queued", "running")
+
+# Measured defaults (README "Defaults"): AdamW + one-cycle for the student, SGD for teachers.
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "student": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4},
+    "distill": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4},
+    "teacher": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4},
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run; `None` optimiser fields take the role's defaults."""
+
+    role: str
+    data: str = "cifar10"
+    arch: str | None = None
+    init: str = "scratch"
+    weights_file: str | None = None
+    teacher: str | None = None  # a teacher run id, or a checkpoint path
+    epochs: int = 10
+    train_subset: int | None = None
+    batch_size: int = 128
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float = 0.0
+    temperature: float = 2.0
+    alpha: float = 0.5
+    seed: int = 0
+    label: str = ""
+
+    @property
+    def model_arch(self) -> str:
+        return self.arch or (DEFAULT_TEACHER_ARCH if self.role == "teacher" else STUDENT_ARCH)
+
+    def train_config(self) -> TrainConfig:
+        defaults = ROLE_DEFAULTS[self.role]
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            optimizer=self.optimizer or defaults["optimizer"],
+            lr=self.lr if self.lr is not None else defaults["lr"],
+            weight_decay=defaults["weight_decay"] if self.weight_decay is None else self.weight_decay,
+            label_smoothing=self.label_smoothing,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class RunError(ValueError):
+    """A run cannot start or be found; the message says why."""
+
+
+def validate(spec: RunSpec, root: Path = DEFAULT_ROOT) -> None:
+    """Refuse settings that make no sense, before anything starts."""
+    if spec.role not in ROLES:
+        raise RunError(f"Unknown role {spec.role!r}; use one of {', '.join(ROLES)}.")
+    if spec.role == "teacher" and spec.model_arch not in TEACHER_ARCHS:
+        raise RunError(f"Unknown teacher architecture {spec.model_arch!r}; known: "
+                       f"{', '.join(TEACHER_ARCHS)}.")  # fmt: skip
+    if spec.role != "teacher" and spec.model_arch != STUDENT_ARCH:
+        raise RunError(f"Students are {STUDENT_ARCH}; got {spec.model_arch!r}.")
+    if spec.init not in TEACHER_INITS:
+        raise RunError(f"Unknown initialisation {spec.init!r}; use {', '.join(TEACHER_INITS)}.")
+    if spec.init == "file" and not (spec.weights_file and Path(spec.weights_file).is_file()):
+        raise RunError(f"Weights file {spec.weights_file!r} does not exist.")
+    if spec.train_subset is not None and spec.train_subset < 1:
+        raise RunError(f"Training subset must hold at least 1 image (got {spec.train_subset}).")
+    try:
+        spec.train_config()
+        check_distillation_settings(spec.temperature, spec.alpha)
+    except ValueError as error:
+        raise RunError(str(error)) from error
+    status = source_status(spec.data)
+    if not status.ready and status.kind != "cifar10":
+        raise RunError(status.message)
+    if spec.role == "distill":
+        if not spec.teacher:
+            raise RunError("Distillation needs a teacher: a finished teacher run or a checkpoint.")
+        teacher_checkpoint(spec.teacher, root)
+
+
+def teacher_checkpoint(teacher: str, root: Path = DEFAULT_ROOT) -> Path:
+    """A teacher run id (its best weights) or a checkpoint path -> an existing checkpoint file."""
+    path = Path(teacher)
+    if path.suffix == ".pt":
+        if not path.is_file():
+            raise RunError(f"Teacher checkpoint {path} does not exist.")
+        return path
+    checkpoint = run_dir(teacher, root) / "best.pt"
+    if not checkpoint.is_file():
+        raise RunError(f"Teacher run {teacher!r} has no weights yet (no best.pt).")
+    return checkpoint
+
+
+# --- run folders --------------------------------------------------------------------------------
+
+
+def run_dir(run_id: str, root: Path = DEFAULT_ROOT) -> Path:
+    """The folder of a run id; an id that could point outside `root` is refused."""
+    if not RUN_ID_PATTERN.match(run_id) or run_id in (".", ".."):
+        raise RunError(f"{run_id!r} is not a run id.")
+    folder = (root / run_id).resolve()
+    if folder.parent != root.resolve():
+        raise RunError(f"{run_id!r} is not a run id.")
+    return folder
+
+
+def new_run_id(spec: RunSpec) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{spec.role}-{spec.model_arch}-{secrets.token_hex(2)}"
+
+
+def create_run(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str:
+    """Validate `spec`, make its folder with config.json and a queued status; return its id."""
+    validate(spec, root)
+    run_id = new_run_id(spec)
+    folder = run_dir(run_id, root)
+    folder.mkdir(parents=True)
+    write_json(folder / "config.json", {"id": run_id, "created_at": time.time(), **spec.to_dict()})
+    write_status(folder, "queued")
+    return run_id
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2))
+    os.replace(temporary, path)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(folder: Path, status: str, **fields: Any) -> None:
+    previous = read_json(folder / "status.json")
+    payload = {**previous, **fields, "status": status, "updated_at": time.time(), "pid": os.getpid()}
+    write_json(folder / "status.json", payload)
+
+
+def read_metrics(folder: Path) -> list[dict[str, float]]:
+    """The epoch rows written so far; a half-written last line is skipped."""
+    rows = []
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+# --- executing a run ----------------------------------------------------------------------------
+
+
+class RunRecorder(Callback):
+    """Writes what the engine emits into the run folder: metrics, weights, status."""
+
+    def __init__(self, folder: Path, model: torch.nn.Module, spec: RunSpec, classes: Sequence[str]):
+        self.folder, self.model, self.spec, self.classes = folder, model, spec, tuple(classes)
+        self.best_acc = -1.0
+        self.epochs_done = 0
+
+    def on_fit_start(self, info: dict[str, Any]) -> None:
+        write_status(self.folder, "running", started_at=time.time(), **info)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        with open(self.folder / "metrics.jsonl", "a") as file:
+            file.write(json.dumps(logs) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        self.epochs_done = epoch
+        meta = {"run_id": self.folder.name, "role": self.spec.role, "epoch": epoch,
+                "test_acc": logs["test_acc"], "spec": self.spec.to_dict()}  # fmt: skip
+        if logs["test_acc"] > self.best_acc:
+            self.best_acc = logs["test_acc"]
+            save_checkpoint(self.folder / "best.pt", self.model, self.spec.model_arch, self.classes, meta)
+        save_checkpoint(self.folder / "last.pt", self.model, self.spec.model_arch, self.classes, meta)
+        write_status(self.folder, "running", epochs_done=epoch, best_test_acc=self.best_acc)
+
+
+def execute_run(
+    run_id: str,
+    root: Path = DEFAULT_ROOT,
+    callbacks: Sequence[Callback] = (),
+    stop_event: threading.Event | None = None,
+    device: str = "auto",
+) -> FitResult | None:
+    """Train the run `run_id` (already created) to the end, recording everything in its folder.
+
+    Failures are recorded as status "failed" with the error, then raised again.
+    """
+    folder = run_dir(run_id, root)
+    spec = RunSpec.from_dict(read_json(folder / "config.json"))
+    try:
+        return _execute(spec, folder, root, callbacks, stop_event, pick_device(device))
+    except BaseException as error:
+        write_status(folder, "failed", error=f"{type(error).__name__}: {error}", ended_at=time.time())
+        raise
+
+
+def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
+    train = load_split(spec.data, "train").subset(spec.train_subset, spec.seed)
+    test = load_split(spec.data, "test")
+    torch.manual_seed(spec.seed)
+    model = _initial_model(spec, len(train.classes))
+    distillation, teacher_outputs = _distillation(spec, train, root, device)
+    recorder = RunRecorder(folder, model, spec, train.classes)
+    result = fit(model, train, test, spec.train_config(), distillation=distillation,
+                 callbacks=[recorder, *callbacks], stop_event=stop_event, device=device)  # fmt: skip
+    extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
+    if result.status == "stopped":
+        meta = {"run_id": folder.name, "role": spec.role, "epoch": recorder.epochs_done,
+                "stopped": True, "spec": spec.to_dict()}  # fmt: skip
+        save_checkpoint(folder / "last.pt", model, spec.model_arch, train.classes, meta)
+    write_status(folder, result.status, ended_at=time.time(), best_test_acc=result.best_test_acc,
+                 epochs_done=len(result.history), **extra)  # fmt: skip
+    return result
+
+
+def _initial_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
+    if spec.role == "teacher":
+        return build_teacher(spec.model_arch, num_classes, spec.init, spec.weights_file)
+    return build_model(spec.model_arch, num_classes)
+
+
+def _distillation(
+    spec: RunSpec, train: ImageSet, root: Path, device: torch.device
+) -> tuple[Distillation | None, TeacherOutputs | None]:
+    if spec.role != "distill":
+        return None, None
+    checkpoint = teacher_checkpoint(spec.teacher, root)
+    try:
+        teacher, _ = load_model(checkpoint, device)
+    except CheckpointError as error:
+        raise RunError(str(error)) from error
+    data_key = f"{source_fingerprint(spec.data)}-n{len(train)}-seed{spec.seed}"
+    outputs = TeacherOutputs(teacher, train.images, spec.seed, cache_dir_for(checkpoint, data_key),
+                             device=device)  # fmt: skip
+    return Distillation(outputs, spec.temperature, spec.alpha), outputs
+
+
+# --- listing runs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as its folder tells it."""
+
+    run_id: str
+    folder: Path
+    spec: RunSpec
+    status: str
+    created_at: float
+    metrics: tuple[dict[str, float], ...]
+    info: dict[str, Any]  # status.json
+
+    @property
+    def best_test_acc(self) -> float | None:
+        return max((row["test_acc"] for row in self.metrics), default=None)
+
+    @property
+    def final_test_acc(self) -> float | None:
+        return self.metrics[-1]["test_acc"] if self.metrics else None
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, len(self.metrics) / max(1, self.spec.epochs))
+
+    def checkpoint(self, which: str = "best") -> Path:
+        return self.folder / f"{which}.pt"
+
+
+def load_run(run_id: str, root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset()) -> RunRecord:
+    """A run by id; a run marked active that no live process owns is reported `interrupted`."""
+    folder = run_dir(run_id, root)
+    config = read_json(folder / "config.json")
+    if not config:
+        raise RunError(f"No run {run_id!r} in {root}.")
+    info = read_json(folder / "status.json")
+    status = info.get("status", "interrupted")
+    if status in ACTIVE and run_id not in live_ids and not _owned_by_other_process(info):
+        status = "interrupted"
+    return RunRecord(run_id, folder, RunSpec.from_dict(config), status,
+                     config.get("created_at", 0.0), tuple(read_metrics(folder)), info)  # fmt: skip
+
+
+def list_runs(root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset()) -> list[RunRecord]:
+    """Every run folder under `root`, newest first."""
+    if not root.is_dir():
+        return []
+    records = []
+    for folder in root.iterdir():
+        if folder.is_dir() and (folder / "config.json").is_file():
+            try:
+                records.append(load_run(folder.name, root, live_ids))
+            except (RunError, TypeError):
+                continue
+    return sorted(records, key=lambda record: record.created_at, reverse=True)
+
+
+def _owned_by_other_process(info: dict[str, Any]) -> bool:
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True

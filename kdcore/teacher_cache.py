@@ -1,0 +1,141 @@
+"""Teacher outputs stored per augmented view, reused by every T/alpha run.
+
+The view of image `i` in epoch `e` is a pure function of `(seed, e, i)` (see `kdcore.augment`), so
+the teacher's raw logits for it can be computed once and stored by epoch and image index. A later
+distillation from the same teacher on the same data, subset and seed, at any temperature and any
+alpha, reads them back and runs no teacher forward pass. Raw logits are stored, so any T applies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdcore.augment import epoch_views, train_batch
+from kdcore.checkpoints import atomic_torch_save
+from kdcore.engine import autocast_for, prepare_model
+
+CACHE_FOLDER = "teacher_cache"
+
+
+def file_digest(path: str | Path, length: int = 12) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
+def cache_dir_for(teacher_checkpoint: str | Path, data_key: str) -> Path:
+    """Where one teacher's outputs on one dataset view schedule live: beside its checkpoint.
+
+    `data_key` names the training images and their views (source, subset size, seed).
+    """
+    checkpoint = Path(teacher_checkpoint)
+    folder = f"{checkpoint.stem}-{file_digest(checkpoint)}-{data_key}"
+    return checkpoint.parent / CACHE_FOLDER / folder
+
+
+class TeacherOutputs:
+    """Teacher logits for each epoch's views, from the cache or computed (and then stored).
+
+    >>> outputs = TeacherOutputs(teacher, train.images, seed=0, cache_dir=None)
+    >>> logits = outputs.epoch_logits(0, threading.Event(), lambda done, total: None)  # (N, C)
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        images: torch.Tensor,
+        seed: int,
+        cache_dir: str | Path | None,
+        device: torch.device | None = None,
+        batch_size: int = 500,
+    ) -> None:
+        self.device = device or torch.device("cpu")
+        self.teacher = prepare_model(teacher, self.device).eval()
+        self.images, self.seed, self.batch_size = images, seed, batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.epochs_from_cache = 0
+        self.epochs_computed = 0
+        self.forward_batches = 0
+        self.seconds_computing = 0.0
+        self.seconds_reading = 0.0
+        self.seconds_saved = 0.0  # teacher time the cached epochs cost when they were computed
+
+    def epoch_logits(
+        self,
+        epoch: int,
+        stop_event: threading.Event,
+        on_progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> torch.Tensor | None:
+        """(N, C) float32 logits of epoch `epoch`'s views; None when stopped before the end."""
+        started = time.perf_counter()
+        cached = self._read(epoch)
+        if cached is not None:
+            self.epochs_from_cache += 1
+            self.seconds_reading += time.perf_counter() - started
+            self.seconds_saved += cached["seconds"]
+            return cached["logits"]
+        logits = self.compute(epoch, stop_event, on_progress)
+        if logits is None:
+            return None
+        seconds = time.perf_counter() - started
+        if self.cache_dir is not None:
+            atomic_torch_save({"logits": logits, "seconds": seconds}, self._epoch_file(epoch))
+        self.epochs_computed += 1
+        self.seconds_computing += seconds
+        return logits
+
+    def summary(self) -> dict[str, float]:
+        """Counters for the run's status: what came from the cache and the time it saved."""
+        return {
+            "epochs_from_cache": self.epochs_from_cache,
+            "epochs_computed": self.epochs_computed,
+            "seconds_computing": round(self.seconds_computing, 2),
+            "seconds_reading": round(self.seconds_reading, 2),
+            "seconds_saved": round(max(0.0, self.seconds_saved - self.seconds_reading), 2),
+        }
+
+    @torch.inference_mode()
+    def compute(
+        self,
+        epoch: int,
+        stop_event: threading.Event,
+        on_progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> torch.Tensor | None:
+        """Run the teacher over every image's view of `epoch`, in index order."""
+        views = epoch_views(len(self.images), self.seed, epoch)
+        chunks, total = [], len(self.images)
+        for start in range(0, total, self.batch_size):
+            if stop_event.is_set():
+                return None
+            indices = torch.arange(start, min(start + self.batch_size, total))
+            inputs = train_batch(self.images[indices].to(self.device), views.select(indices))
+            with autocast_for(self.device):
+                chunks.append(self.teacher(inputs).float().cpu())
+            self.forward_batches += 1
+            on_progress(int(indices[-1]) + 1, total)
+        return torch.cat(chunks)  # (N, C)
+
+    def _epoch_file(self, epoch: int) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / f"epoch-{epoch:04d}.pt"
+
+    def _read(self, epoch: int) -> dict | None:
+        if self.cache_dir is None or not self._epoch_file(epoch).is_file():
+            return None
+        try:
+            entry = torch.load(self._epoch_file(epoch), map_location="cpu", weights_only=True)
+            logits = entry["logits"]
+            if logits.shape[0] != len(self.images):
+                return None
+        except Exception:  # a damaged entry is recomputed, never trusted
+            return None
+        return {"logits": logits, "seconds": float(entry.get("seconds", 0.0))}

@@ -1,0 +1,153 @@
+"""Figure builders: trace counts, units, smoothing, and empty data."""
+
+import statistics
+
+import pytest
+import torch
+
+from kdcore.plots import (
+    MAX_BATCH_POINTS,
+    STUDENT_COLOR,
+    TEACHER_COLOR,
+    ema,
+    learning_curves,
+    live_run_figure,
+    softened_bars,
+    temperature_curves,
+    topk_bars,
+)
+
+
+def metrics_rows(accuracies: list[float]) -> list[dict]:
+    return [
+        {
+            "epoch": epoch,
+            "train_loss": 2.0 / epoch,
+            "train_acc": min(acc + 0.05, 1.0),
+            "test_loss": 2.2 / epoch,
+            "test_acc": acc,
+            "images_per_s": 5000.0,
+            "elapsed_s": 10.0 * epoch,
+            "eta_s": 10.0 * (len(accuracies) - epoch),
+        }
+        for epoch, acc in enumerate(accuracies, start=1)
+    ]
+
+
+def batch_points(count: int) -> list[dict]:
+    return [{"step": step, "loss": 2.3 - step * 1e-4} for step in range(1, count + 1)]
+
+
+def test_learning_curves_one_trace_per_run_in_percent():
+    series = {"teacher": metrics_rows([0.5, 0.6, 0.7]), "student": metrics_rows([0.4, 0.45])}
+    fig = learning_curves(series)
+    assert [trace.name for trace in fig.data] == ["teacher", "student"]
+    assert list(fig.data[0].x) == [1, 2, 3]
+    assert list(fig.data[0].y) == pytest.approx([50, 60, 70])
+    assert "%" in fig.layout.yaxis.title.text
+    assert fig.data[0].line.color != fig.data[1].line.color
+
+
+def test_learning_curves_sorts_epochs_and_skips_missing_values():
+    rows = metrics_rows([0.5, 0.6, 0.7])
+    rows[1]["test_acc"] = None
+    fig = learning_curves({"run": list(reversed(rows))})
+    assert list(fig.data[0].x) == [1, 3]
+
+
+def test_loss_metrics_are_not_scaled():
+    fig = learning_curves({"run": metrics_rows([0.5, 0.6])}, metric="train_loss")
+    assert list(fig.data[0].y) == pytest.approx([2.0, 1.0])
+
+
+def test_smoothing_reduces_variance_and_keeps_length():
+    noisy = [0.5, 0.7, 0.4, 0.8, 0.45, 0.75, 0.5, 0.7]
+    raw = learning_curves({"run": metrics_rows(noisy)}).data[0].y
+    smooth = learning_curves({"run": metrics_rows(noisy)}, smoothing=0.6).data[0].y
+    assert len(smooth) == len(raw)
+    assert statistics.pvariance(smooth) < statistics.pvariance(raw)
+    assert smooth[0] == pytest.approx(raw[0])  # debiased: no pull towards zero
+
+
+def test_ema_is_debiased_and_identity_at_zero():
+    assert ema([1.0, 3.0], 0.5) == pytest.approx([1.0, 7 / 3])
+    assert ema([1.0, 3.0, 2.0], 0.0) == [1.0, 3.0, 2.0]
+
+
+@pytest.mark.parametrize("options", [{"metric": "f1"}, {"smoothing": 1.0}, {"smoothing": -0.1}])
+def test_learning_curves_refuses_bad_options(options):
+    with pytest.raises(ValueError):
+        learning_curves({"run": metrics_rows([0.5])}, **options)
+
+
+def test_learning_curves_with_no_runs_is_an_empty_figure():
+    assert len(learning_curves({}).data) == 0
+
+
+def test_live_figure_waits_for_first_batch():
+    fig = live_run_figure([], [], steps_per_epoch=None)
+    assert len(fig.data) == 0
+    assert "waiting for the first batch" in fig.layout.annotations[-1].text
+
+
+def test_live_figure_in_epochs_with_steps_per_epoch():
+    fig = live_run_figure(metrics_rows([0.5, 0.6]), batch_points(200), steps_per_epoch=100)
+    assert [trace.name for trace in fig.data] == [
+        "batch loss",
+        "train loss",
+        "test loss",
+        "train acc",
+        "test acc",
+    ]
+    assert fig.data[0].x[-1] == pytest.approx(2.0)  # step 200 of 100 per epoch
+    assert list(fig.data[4].y) == pytest.approx([50, 60])
+    assert fig.data[4].xaxis == "x2"
+
+
+def test_live_figure_in_steps_without_steps_per_epoch():
+    fig = live_run_figure(metrics_rows([0.5]), batch_points(50), steps_per_epoch=None)
+    assert [trace.name for trace in fig.data] == ["batch loss", "train acc", "test acc"]
+    assert fig.layout.xaxis.title.text == "step"
+
+
+def test_live_figure_with_epochs_only_and_with_batches_only():
+    assert len(live_run_figure(metrics_rows([0.5]), [], steps_per_epoch=None).data) == 4
+    assert len(live_run_figure([], batch_points(3), steps_per_epoch=10).data) == 5
+
+
+def test_live_figure_thins_long_batch_history_keeping_newest():
+    fig = live_run_figure([], batch_points(10_000), steps_per_epoch=None)
+    assert len(fig.data[0].x) <= MAX_BATCH_POINTS + 1
+    assert fig.data[0].x[-1] == 10_000
+
+
+def test_softened_bars_groups_teacher_and_student():
+    names = ["cat", "dog", "ship"]
+    fig = softened_bars(names, torch.tensor([0.7, 0.2, 0.1]), [0.5, 0.3, 0.2], temperature=4.0)
+    assert [trace.name for trace in fig.data] == ["teacher", "student"]
+    assert fig.data[0].marker.color == TEACHER_COLOR and fig.data[1].marker.color == STUDENT_COLOR
+    assert list(fig.data[0].y) == pytest.approx([0.7, 0.2, 0.1])
+    assert fig.layout.barmode == "group" and list(fig.layout.yaxis.range) == [0, 1]
+    assert "T = 4" in fig.layout.title.text
+    assert len(softened_bars(names, [0.7, 0.2, 0.1], None, 1.0).data) == 1
+
+
+def test_temperature_curves_mark_current_temperature():
+    sweep = {
+        "temperature": [1.0, 2.0, 4.0],
+        "teacher_entropy": [0.3, 0.6, 0.9],
+        "student_entropy": [0.5, 0.8, 1.0],
+        "kl": [0.2, 0.1, 0.05],
+    }
+    fig = temperature_curves(sweep, current_temperature=2.0)
+    assert len(fig.data) == 3
+    assert [shape.x0 for shape in fig.layout.shapes] == [2.0]
+    assert len(temperature_curves(sweep, None).layout.shapes) == 0
+
+
+def test_topk_bars_horizontal_best_first():
+    fig = topk_bars([("cat", 0.6), ("dog", 0.3), ("ship", 0.1)], "teacher")
+    assert len(fig.data) == 1 and fig.data[0].orientation == "h"
+    assert list(fig.data[0].y) == ["cat", "dog", "ship"]
+    assert fig.layout.yaxis.autorange == "reversed"
+    assert topk_bars([], "empty").to_json()  # renders with no rows
