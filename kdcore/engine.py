@@ -54,6 +54,8 @@ class TrainConfig:
             raise ValueError(f"Unknown optimiser {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule {self.schedule!r}; use {' or '.join(SCHEDULES)}.")
+        if not 0 < self.warmup_fraction < 1:
+            raise ValueError(f"Warm-up fraction must lie in (0, 1) (got {self.warmup_fraction}).")
 
 
 class Callback:
@@ -198,11 +200,12 @@ def build_scheduler(
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if config.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    total_steps = config.epochs * steps_per_epoch
+    pct_start = config.warmup_fraction
+    if pct_start * total_steps == 1:  # a one-step warm-up makes OneCycleLR divide by zero
+        pct_start = 1.5 / total_steps
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=config.lr,
-        total_steps=config.epochs * steps_per_epoch,
-        pct_start=config.warmup_fraction,
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct_start
     )
 
 

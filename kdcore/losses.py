@@ -34,7 +34,8 @@ def distillation_terms(
     """
     check_distillation_settings(T, alpha)
     student_log_probs = F.log_softmax(student_logits.float() / T, dim=-1)
-    soft = F.kl_div(student_log_probs, soft_targets(teacher_logits, T), reduction="batchmean")
+    teacher_probs = soft_targets(teacher_logits.detach(), T)  # a target: no gradient to the teacher
+    soft = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
     soft = soft * (T * T)
     hard = F.cross_entropy(student_logits.float(), targets)
     return {"loss": alpha * soft + (1.0 - alpha) * hard, "soft": soft, "hard": hard}

@@ -95,7 +95,10 @@ class LiveState(Callback):
             self.state["images_per_s"] = logs["images_per_s"]
 
     def on_fit_end(self, status: str, logs: dict[str, Any]) -> None:
-        self.update(status=status, phase=status, ended_at=time.time())
+        # Only the phase: the status turns final in RunManager._work once execute_run has written
+        # the run folder (weights, status.json), so readers never see a finished live state beside
+        # a folder that still says "running" (which list_runs would report as interrupted).
+        self.update(phase=status)
 
 
 class RunManager:
@@ -166,13 +169,16 @@ class RunManager:
             with self._lock:
                 live, stop = self._live[run_id], self._stops[run_id]
             if stop.is_set():
-                live.update(status="stopped", phase="cancelled", ended_at=time.time())
                 write_status(self.root / run_id, "stopped", error="cancelled before it started")
+                live.update(status="stopped", phase="cancelled", ended_at=time.time())
                 continue
             try:
-                execute_run(run_id, self.root, callbacks=[live], stop_event=stop)
+                result = execute_run(run_id, self.root, callbacks=[live], stop_event=stop)
             except Exception as error:  # recorded in status.json by execute_run
                 live.update(status="failed", phase="failed", error=str(error), ended_at=time.time())
+            else:
+                status = result.status if result else "finished"
+                live.update(status=status, phase=status, ended_at=time.time())
 
 
 def default_training_threads() -> int:

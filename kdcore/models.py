@@ -92,7 +92,9 @@ def build_teacher(
         raise ModelError("Initialisation 'file' needs a weights file (--weights-file PATH).")
     if weights_file is not None:
         model = builder(weights=None)
-        model.load_state_dict(_read_backbone_state(Path(weights_file), arch))
+        # strict on the backbone; the head is replaced below, so the file's fc (any size or none)
+        # is not needed
+        model.load_state_dict(_read_backbone_state(Path(weights_file), arch), strict=False)
     else:
         model = _download_imagenet(builder, arch, weights_enum_name)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
@@ -128,7 +130,14 @@ def _read_backbone_state(path: Path, arch: str) -> dict[str, torch.Tensor]:
         raise ModelError(f"Weights file {path} is not a readable PyTorch state_dict: {error}") from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    expected = build_model(arch).state_dict()
-    if not isinstance(state, dict) or not set(expected) - {"fc.weight", "fc.bias"} <= set(state):
+    if not isinstance(state, dict):
         raise ModelError(f"Weights file {path} does not hold {arch} weights.")
-    return state
+    # the backbone must match exactly (names and shapes); fc is dropped, whatever its size
+    expected = {k: v for k, v in build_model(arch).state_dict().items() if not k.startswith("fc.")}
+    backbone = {k: v for k, v in state.items() if not str(k).startswith("fc.")}
+    if set(backbone) != set(expected) or any(
+        not isinstance(backbone[k], torch.Tensor) or backbone[k].shape != v.shape
+        for k, v in expected.items()
+    ):
+        raise ModelError(f"Weights file {path} does not hold {arch} weights.")
+    return backbone

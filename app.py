@@ -1,0 +1,137 @@
+"""The dashboard: `streamlit run app.py`. This file is the router, the sidebar and the home page.
+
+Pages live in pages/; each is thin (widgets -> kdcore -> rendering). Training runs on the
+process-wide RunManager (ui.context.get_manager), so leaving a page or reloading keeps them going.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from kdcore.data import CIFAR10, SYNTHETIC, source_status
+from kdcore.runs import RunSpec
+from ui.context import (
+    DATA_SOURCE_KEY,
+    POLL_SECONDS,
+    checkpoints_root,
+    data_source,
+    default_data_source,
+    device_summary,
+    get_manager,
+    init_state,
+    keep_page_state,
+)
+from ui.runs_view import show_runs_table, submit_ui
+
+FOLDER_CHOICE = "a folder or archive"
+DATA_CHOICES = (SYNTHETIC, CIFAR10, FOLDER_CHOICE)
+
+QUICK_STUDENT = RunSpec(role="student", data=SYNTHETIC, epochs=3, label="quick start")
+QUICK_TEACHER = RunSpec(
+    role="teacher",
+    data=SYNTHETIC,
+    arch="resnet18",
+    epochs=2,
+    train_subset=1000,
+    batch_size=64,
+    label="quick teacher",
+)
+
+
+def data_source_ui() -> str:
+    """Sidebar: which data new runs use; stored in session state for every page."""
+    default = default_data_source()
+    init_state(
+        {
+            "app.data_choice": default if default in DATA_CHOICES[:2] else FOLDER_CHOICE,
+            "app.data_folder": "" if default in DATA_CHOICES[:2] else default,
+        }
+    )
+    choice = st.sidebar.selectbox(
+        "Data for new runs",
+        DATA_CHOICES,
+        key="app.data_choice",
+        help="synthetic: a generated 10-class set that works offline. "
+        "cifar10: data/cifar10 (downloaded once when online). "
+        "A folder: train/<class>/ and test/<class>/ images, or a "
+        ".tar.gz of one.",
+    )
+    source = choice
+    if choice == FOLDER_CHOICE:
+        source = st.sidebar.text_input("Folder or archive path", key="app.data_folder").strip()
+    st.session_state[DATA_SOURCE_KEY] = source
+    status = source_status(source) if source else None
+    if status is None:
+        st.sidebar.warning("Type a folder path.")
+    elif status.ready:
+        st.sidebar.caption(f"✅ {status.message}")
+    else:
+        st.sidebar.warning(status.message)
+    return source
+
+
+def home() -> None:
+    st.title("Knowledge distillation on CIFAR-10")
+    st.markdown(
+        "Train a large **teacher** network, then a small **student** that learns from the "
+        "teacher's softened outputs as well as from the labels. Compare runs against the "
+        "study's numbers, and look at what the two models say about any image."
+    )
+    manager = get_manager()
+    source = data_source()
+    status = source_status(source) if source else None
+    left, right = st.columns(2)
+    left.markdown(f"**Device:** {device_summary()}")
+    left.markdown(f"**Runs folder:** `{checkpoints_root()}`")
+    ready = "ready" if status and status.ready else "not ready"
+    right.markdown(f"**Data:** `{source or '?'}` — {ready}")
+    right.caption(
+        (status.message if status else "No folder given.")
+        + " Switch it in the sidebar (synthetic works offline)."
+    )
+    quick_start_ui(manager)
+    st.subheader("Runs")
+    st.fragment(run_every=POLL_SECONDS if manager.active_ids() else None)(_runs_list)(manager)
+
+
+def quick_start_ui(manager) -> None:
+    """Two buttons that start something that works offline, within a minute on a laptop CPU."""
+    st.subheader("Quick start (offline)")
+    left, right = st.columns(2)
+    if left.button(
+        "Train a small student on synthetic data (3 epochs)",
+        key="home.quick_student_btn",
+        type="primary",
+        icon="🚀",
+    ):
+        run_id = submit_ui(manager, lambda: QUICK_STUDENT)
+        if run_id:
+            st.session_state["distill.run_id"] = run_id
+            st.switch_page("pages/distill_student.py")
+    if right.button(
+        "Train a tiny ResNet18 teacher on synthetic data", key="home.quick_teacher_btn", icon="🎓"
+    ):
+        run_id = submit_ui(manager, lambda: QUICK_TEACHER)
+        if run_id:
+            st.session_state["teacher.run_id"] = run_id
+            st.switch_page("pages/train_teacher.py")
+
+
+def _runs_list(manager) -> None:
+    show_runs_table(manager.runs(), manager, key="home.runs_table")
+
+
+st.set_page_config(page_title="kdcore · distillation", page_icon="🧪", layout="wide")
+keep_page_state()
+data_source_ui()
+navigation = st.navigation(
+    [
+        st.Page(home, title="Home", icon="🏠", default=True),
+        st.Page("pages/train_teacher.py", title="Train a teacher", icon="🎓"),
+        st.Page("pages/distill_student.py", title="Distil a student", icon="🧪"),
+        st.Page("pages/compare_runs.py", title="Compare runs", icon="📊"),
+        st.Page("pages/softened_outputs.py", title="Softened outputs", icon="🌡️"),
+        st.Page("pages/classify_images.py", title="Classify images", icon="🖼️"),
+    ]
+)
+navigation.run()

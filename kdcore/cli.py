@@ -1,0 +1,216 @@
+"""`python -m kdcore`: the study's runs, headless. Every subcommand has `--help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kdcore.checkpoints import CheckpointError
+from kdcore.data import DataError, load_split, source_status
+from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS, ModelError
+from kdcore.progress import ProgressBar
+from kdcore.runs import RunError, RunSpec, create_run, execute_run, list_runs
+
+USER_ERRORS = (RunError, DataError, CheckpointError, ModelError, ValueError, OSError)
+
+
+def default_data() -> str:
+    return os.environ.get("KDCORE_DATA", "cifar10")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kdcore",
+        description="Knowledge distillation on CIFAR-10: train teachers, students, distil, compare.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    teacher = _command(commands, "teacher", "train a ResNet teacher with cross-entropy", run_teacher)
+    teacher.add_argument("--arch", default=DEFAULT_TEACHER_ARCH, choices=list(TEACHER_ARCHS))
+    teacher.add_argument("--init", default="scratch", choices=TEACHER_INITS,
+                         help="scratch, ImageNet weights, or a local weights file (default scratch)")  # fmt: skip
+    teacher.add_argument("--weights-file", help="ImageNet-shaped state_dict for --init imagenet/file")
+    _training_flags(teacher)
+
+    student = _command(commands, "student", "train the SmallCNN student alone (baseline)", run_student)
+    _training_flags(student)
+
+    distill = _command(commands, "distill", "distil the SmallCNN student from a teacher", run_distill)
+    distill.add_argument("--teacher", required=True, help="a teacher run id or a checkpoint path")
+    distill.add_argument("--temperature", "-T", type=float, default=2.0, help="softening T (2.0)")
+    distill.add_argument("--alpha", type=float, default=0.5, help="weight of the soft term (0.5)")
+    _training_flags(distill)
+
+    evaluate = _command(commands, "evaluate", "test accuracy of a checkpoint or run", run_evaluate)
+    evaluate.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
+    evaluate.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+    _data_flags(evaluate)
+
+    classify = _command(commands, "classify", "classify image files with a checkpoint", run_classify)
+    classify.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
+    classify.add_argument("images", nargs="+", help="png, jpg, jpeg, webp or bmp files")
+    classify.add_argument("--top-k", type=int, default=3)
+    classify.add_argument("--temperature", "-T", type=float, default=1.0)
+    classify.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+
+    bench = _command(commands, "bench", "measure speed against the study's pipeline", run_bench)
+    _data_flags(bench)
+    bench.add_argument("--batches", type=int, default=60, help="timed batches per measurement")
+
+    study = _command(commands, "study", "reproduce the study's five-row table", run_study)
+    _training_flags(study)
+    study.add_argument("--teacher-epochs", type=int, default=10, help="epochs for each teacher")
+    study.add_argument("--arch", default=DEFAULT_TEACHER_ARCH, choices=list(TEACHER_ARCHS))
+    study.add_argument("--temperature", "-T", type=float, default=2.0)
+    study.add_argument("--alpha", type=float, default=0.5)
+    study.add_argument("--weights-file", help="local ImageNet weights for the ImageNet teacher")
+
+    runs = _command(commands, "runs", "list the runs in the checkpoints folder", run_list)
+    runs.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+
+    data = _command(commands, "data", "decode (or download) a data source into the cache", run_data)
+    _data_flags(data)
+    return parser
+
+
+def _command(commands, name: str, help_text: str, handler) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=default_data(),
+                        help="train/<class>/ + test/<class>/ folder (or .tar.gz of one), a "
+                        "torchvision CIFAR-10 root, 'cifar10' (data/cifar10) or 'synthetic' "
+                        "(default: $KDCORE_DATA or cifar10)")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+
+
+def _training_flags(parser: argparse.ArgumentParser) -> None:
+    _data_flags(parser)
+    parser.add_argument("--epochs", type=int, default=10, help="training epochs (10)")
+    parser.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-subset", type=int, help="train on N images only (quick runs)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, help="peak learning rate (role default if omitted)")
+    parser.add_argument("--label", default="", help="a name for the run")
+
+
+def _spec(args: argparse.Namespace, role: str, **fields) -> RunSpec:
+    return RunSpec(role=role, data=args.data_dir, epochs=args.epochs, seed=args.seed,
+                   train_subset=args.train_subset, batch_size=args.batch_size, lr=args.lr,
+                   label=args.label, **fields)  # fmt: skip
+
+
+def _train(spec: RunSpec, args: argparse.Namespace) -> int:
+    run_id = create_run(spec, args.out)
+    print(f"run {run_id} -> {args.out / run_id}", file=sys.stderr)
+    result = execute_run(run_id, args.out, callbacks=[ProgressBar()], device=args.device)
+    summary = {"run_id": run_id, "status": result.status, "best_test_acc": result.best_test_acc,
+               "final_test_acc": result.history[-1]["test_acc"] if result.history else None}  # fmt: skip
+    print(json.dumps(summary))
+    return 0 if result.status == "finished" else 1
+
+
+def run_teacher(args: argparse.Namespace) -> int:
+    spec = _spec(args, "teacher", arch=args.arch, init=args.init, weights_file=args.weights_file)
+    return _train(spec, args)
+
+
+def run_student(args: argparse.Namespace) -> int:
+    return _train(_spec(args, "student"), args)
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    spec = _spec(args, "distill", teacher=args.teacher, temperature=args.temperature,
+                 alpha=args.alpha)  # fmt: skip
+    return _train(spec, args)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from kdcore.checkpoints import load_model
+    from kdcore.engine import evaluate, pick_device
+
+    device = pick_device(args.device)
+    model, payload = load_model(_checkpoint_path(args.checkpoint, args.out), device)
+    test = load_split(args.data_dir, "test")
+    logs = evaluate(model, test, device)
+    print(json.dumps({"arch": payload["arch"], "test_loss": logs["loss"], "test_acc": logs["acc"],
+                      "images": len(test)}))  # fmt: skip
+    return 0
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from kdcore.checkpoints import load_model
+    from kdcore.inference import ImageDecodeError, decode_image, image_to_tensor, predict, top_k
+    from kdcore.inference import to_model_view
+
+    model, payload = load_model(_checkpoint_path(args.checkpoint, args.out))
+    failures = 0
+    for name in args.images:
+        try:
+            image = decode_image(Path(name).read_bytes(), name)
+        except (ImageDecodeError, OSError) as error:
+            print(json.dumps({"file": name, "error": str(error)}))
+            failures += 1
+            continue
+        probabilities = predict(model, image_to_tensor(to_model_view(image)), args.temperature)[0]
+        best = top_k(probabilities, payload["classes"], args.top_k)
+        print(json.dumps({"file": name, "top_k": [[label, round(p, 4)] for label, p in best]}))
+    return 1 if failures else 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from kdcore.bench import run_benchmarks
+
+    print(json.dumps(run_benchmarks(args.data_dir, batches=args.batches, device=args.device),
+                     indent=2))  # fmt: skip
+    return 0
+
+
+def run_study(args: argparse.Namespace) -> int:
+    from kdcore.study_cli import reproduce_study
+
+    return reproduce_study(args)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    for record in list_runs(args.out):
+        best = f"{record.best_test_acc:.2%}" if record.best_test_acc is not None else "-"
+        print(f"{record.run_id}  {record.spec.role:8s} {record.status:11s} "
+              f"epochs {len(record.metrics)}/{record.spec.epochs}  best {best}")  # fmt: skip
+    return 0
+
+
+def run_data(args: argparse.Namespace) -> int:
+    status = source_status(args.data_dir)
+    print(status.message, file=sys.stderr)
+    for split in ("train", "test"):
+        image_set = load_split(args.data_dir, split)
+        print(json.dumps({"split": split, "images": len(image_set), "classes": image_set.classes}))
+    return 0
+
+
+def _checkpoint_path(name: str, root: Path) -> Path:
+    from kdcore.runs import teacher_checkpoint
+
+    return teacher_checkpoint(name, root)

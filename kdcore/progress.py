@@ -1,0 +1,72 @@
+"""A terminal progress bar: one more engine callback."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from kdcore.engine import Callback
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class ProgressBar(Callback):
+    """Redraws one line per batch on a terminal; prints one line per epoch everywhere."""
+
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 24) -> None:
+        self.stream, self.width = stream, width
+        self.live = stream.isatty()
+        self.epochs = 0
+        self.last_draw = 0.0
+
+    def on_fit_start(self, info: dict[str, Any]) -> None:
+        self.epochs = info["epochs"]
+        self._line(f"training on {info['device']}: {info['train_size']} images, "
+                   f"{info['steps_per_epoch']} batches/epoch, {self.epochs} epochs\n")  # fmt: skip
+
+    def on_phase(self, phase: str, done: int, total: int) -> None:
+        if self._due(done == total):
+            self._line(f"\r{phase} outputs {self._bar(done / total)} {done}/{total}")
+
+    def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        if self._due(logs["batch"] == logs["batches"]):
+            fraction = logs["batch"] / logs["batches"]
+            self._line(f"\repoch {logs['epoch']}/{self.epochs} {self._bar(fraction)} "
+                       f"{logs['batch']}/{logs['batches']} loss {logs['loss']:.3f}")  # fmt: skip
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self._line(
+            f"\repoch {epoch}/{self.epochs}: train loss {logs['train_loss']:.3f} "
+            f"acc {logs['train_acc']:.2%} | test loss {logs['test_loss']:.3f} "
+            f"acc {logs['test_acc']:.2%} | {logs['images_per_s']:.0f} img/s | "
+            f"elapsed {format_seconds(logs['elapsed_s'])} ETA {format_seconds(logs['eta_s'])}\n",
+            always=True,
+        )
+
+    def on_fit_end(self, status: str, logs: dict[str, Any]) -> None:
+        best = logs.get("best_test_acc")
+        self._line(f"{status}; best test accuracy {best:.2%}\n" if best is not None else
+                   f"{status}\n", always=True)  # fmt: skip
+
+    def _due(self, last: bool) -> bool:
+        now = time.monotonic()
+        if self.live and (last or now - self.last_draw > 0.2):
+            self.last_draw = now
+            return True
+        return False
+
+    def _bar(self, fraction: float) -> str:
+        filled = int(fraction * self.width)
+        return "[" + "#" * filled + "." * (self.width - filled) + "]"
+
+    def _line(self, text: str, always: bool = False) -> None:
+        if self.live or always or text.endswith("\n"):
+            self.stream.write(text if self.live else text.lstrip("\r"))
+            self.stream.flush()

@@ -1,0 +1,59 @@
+"""`python -m kdcore study`: the study's five runs in its protocol, then its table beside ours."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kdcore.models import ModelError
+from kdcore.progress import ProgressBar
+from kdcore.runs import RunError, RunSpec, create_run, execute_run, list_runs
+from kdcore.study import comparison_rows
+
+
+def reproduce_study(args: argparse.Namespace) -> int:
+    """Train both teachers, the student alone and a student from each teacher; print the table.
+
+    A teacher that cannot be built (ImageNet weights offline) is reported and its rows stay empty.
+    """
+    common = {"data": args.data_dir, "seed": args.seed, "train_subset": args.train_subset,
+              "batch_size": args.batch_size}  # fmt: skip
+    teachers = {}
+    for init in ("scratch", "imagenet"):
+        spec = RunSpec(role="teacher", arch=args.arch, init=init, weights_file=args.weights_file,
+                       epochs=args.teacher_epochs, lr=args.lr, label=f"study teacher ({init})",
+                       **common)  # fmt: skip
+        teachers[init] = _train_or_report(spec, args)
+    _train_or_report(RunSpec(role="student", epochs=args.epochs, label="study student alone",
+                             **common), args)  # fmt: skip
+    for init, teacher_id in teachers.items():
+        if teacher_id is None:
+            print(f"skipping the student distilled from the {init} teacher: no teacher",
+                  file=sys.stderr)  # fmt: skip
+            continue
+        spec = RunSpec(role="distill", teacher=teacher_id, epochs=args.epochs,
+                       temperature=args.temperature, alpha=args.alpha,
+                       label=f"study student from {init} teacher", **common)  # fmt: skip
+        _train_or_report(spec, args)
+    print_table(comparison_rows(list_runs(args.out)))
+    return 0
+
+
+def _train_or_report(spec: RunSpec, args: argparse.Namespace) -> str | None:
+    try:
+        run_id = create_run(spec, args.out)
+        print(f"== {spec.label}: run {run_id}", file=sys.stderr)
+        result = execute_run(run_id, args.out, callbacks=[ProgressBar()], device=args.device)
+    except (RunError, ModelError) as error:
+        print(f"== {spec.label}: not run: {error}", file=sys.stderr)
+        return None
+    return run_id if result.status == "finished" else None
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'setting':48s} {'study':>8s} {'ours':>8s}  run")
+    for row in rows:
+        ours = f"{row['our_acc']:.2%}" if row["our_acc"] is not None else "-"
+        print(f"{row['setting']:48s} {row['study_acc']:8.2%} {ours:>8s}  {row['run_id'] or '-'}")
+    print(json.dumps(rows))

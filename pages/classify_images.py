@@ -1,0 +1,83 @@
+"""Classify images: upload pictures, see what the teacher and the student say about each."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from kdcore.checkpoints import CheckpointError
+from kdcore.inference import ACCEPTED_EXTENSIONS
+from kdcore.plots import STUDENT_COLOR, TEACHER_COLOR, topk_bars
+from ui.context import cached_model, get_manager, init_state
+from ui.predictions import ClassifiedUpload, classify_upload, enlarge
+from ui.runs_view import run_picker, with_weights
+
+COLORS = {"teacher": TEACHER_COLOR, "student": STUDENT_COLOR}
+
+init_state({"classify.k": 3})
+
+
+def models_ui() -> dict:
+    """Pick the teacher and student runs; returns {name: (model, classes)} of those that load."""
+    records = get_manager().runs()
+    left, right = st.columns(2)
+    with left:
+        teacher_id = run_picker(
+            "Teacher",
+            with_weights(records, ["teacher"]),
+            key="classify.teacher",
+            none_label="no teacher",
+        )
+    with right:
+        student_id = run_picker(
+            "Student",
+            with_weights(records, ["distill", "student"]),
+            key="classify.student",
+            none_label="no student",
+        )
+    models = {}
+    for name, run_id in (("teacher", teacher_id), ("student", student_id)):
+        if run_id is None:
+            continue
+        try:
+            model, payload = cached_model(get_manager().run(run_id).checkpoint("best"))
+        except CheckpointError as error:
+            st.error(f"The {name}'s weights cannot be used: {error}")
+            continue
+        models[name] = (model, payload["classes"])
+    return models
+
+
+def show_result(result: ClassifiedUpload, index: int) -> None:
+    with st.container(border=True):
+        if result.error:
+            st.error(result.error)
+            return
+        columns = st.columns([1, 1, 2, 2])
+        columns[0].image(result.image, caption=result.name, width=160)
+        columns[1].image(enlarge(result.view), caption="32×32 model view", width=160)
+        for column, (name, rows) in zip(columns[2:], result.top.items(), strict=False):
+            column.plotly_chart(
+                topk_bars(rows, name, COLORS[name]),
+                width="stretch",
+                key=f"classify.top_{name}_{index}_chart",
+            )
+
+
+st.title("Classify images")
+models = models_ui()
+if not models:
+    st.info(
+        "Needs a trained teacher or student: train one first (the home page has a quick start)."
+    )
+    st.stop()
+k = st.slider("Classes to show", 1, 10, key="classify.k")
+uploads = st.file_uploader(
+    "Images (png, jpg, jpeg, webp, bmp)",
+    type=list(ACCEPTED_EXTENSIONS),
+    accept_multiple_files=True,
+    key="classify.uploads",
+)
+if not uploads:
+    st.caption("Upload one or more pictures; each is squashed to 32×32, the size the models know.")
+for index, upload in enumerate(uploads or []):
+    show_result(classify_upload(upload.name, upload.getvalue(), models, k), index)

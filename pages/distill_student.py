@@ -1,0 +1,149 @@
+"""Distil a student: SmallCNN taught by a finished teacher run (or alone: the baseline)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from kdcore.runs import ACTIVE, RunRecord, RunSpec
+from kdcore.teacher_cache import CACHE_FOLDER
+from ui.context import data_source, get_manager, init_state
+from ui.runs_view import live_run_panel, queue_table, run_picker, run_title, submit_ui, with_weights
+
+ALONE = "none: the student alone (baseline)"
+
+init_state(
+    {
+        "distill.temperature": 4.0,
+        "distill.alpha": 0.5,
+        "distill.epochs": 10,
+        "distill.subset": 0,
+        "distill.seed": 0,
+        "distill.overlay": None,  # None until the page first picks the baseline
+    }
+)
+
+
+def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
+    """T, alpha, epochs, subset, seed and Start; returns the spec when Start is pressed."""
+    with st.form("distill.form"):
+        left, right = st.columns(2)
+        temperature = left.slider(
+            "Temperature T",
+            0.5,
+            20.0,
+            step=0.5,
+            key="distill.temperature",
+            help="Softens both models' outputs: softmax(z / T).",
+            disabled=teacher_id is None,
+        )
+        alpha = right.slider(
+            "alpha (weight of the teacher's soft targets)",
+            0.0,
+            1.0,
+            step=0.05,
+            key="distill.alpha",
+            disabled=teacher_id is None,
+        )
+        epochs = left.number_input("Epochs", min_value=0, step=1, key="distill.epochs")
+        subset = right.number_input(
+            "Training images (0 = all)", min_value=0, step=500, key="distill.subset"
+        )
+        seed = left.number_input("Seed", min_value=0, step=1, key="distill.seed")
+        label = "Start distillation" if teacher_id else "Start the student alone"
+        started = st.form_submit_button(label, type="primary")
+    if not started:
+        return None
+    role = "distill" if teacher_id else "student"
+    return RunSpec(
+        role=role,
+        data=data_source(),
+        teacher=teacher_id,
+        epochs=int(epochs),
+        train_subset=int(subset) or None,
+        temperature=float(temperature),
+        alpha=float(alpha),
+        seed=int(seed),
+    )
+
+
+def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
+    """Say whether this teacher's outputs are cached and what the cache saved before."""
+    cached = list((teacher.folder / CACHE_FOLDER).glob("*/epoch-*.pt"))
+    if not cached:
+        st.caption(
+            "The first distillation from this teacher computes its outputs once and "
+            "stores them; later runs with the same data, subset and seed reuse them."
+        )
+        return
+    st.info(
+        f"Teacher cache: {len(cached)} epochs of this teacher's outputs are stored. A run "
+        "with the same data, subset and seed reads them instead of running the teacher."
+    )
+    for record in records:
+        summary = record.info.get("teacher_cache")
+        if record.spec.teacher == teacher.run_id and summary and summary["epochs_from_cache"]:
+            st.success(
+                f"Run {record.run_id[-4:]} ({run_title(record)}) read "
+                f"{summary['epochs_from_cache']} epochs from the teacher cache and saved "
+                f"{summary['seconds_saved']:.1f} s of teacher compute."
+            )
+            break
+
+
+st.title("Distil a student")
+manager = get_manager()
+records = manager.runs()
+teacher_id = run_picker(
+    "Teacher",
+    with_weights(records, ["teacher"]),
+    key="distill.teacher",
+    none_label=ALONE,
+    help="Finished teacher runs with weights.",
+)
+if teacher_id:
+    teacher_cache_note(manager.run(teacher_id), records)
+spec = student_settings_ui(teacher_id)
+if spec is not None:
+    run_id = submit_ui(manager, lambda: spec)
+    if run_id:
+        st.session_state["distill.run_id"] = run_id
+        st.success(f"Queued {run_id}.")
+        records = manager.runs()
+
+queue = queue_table(manager, records)
+if queue:
+    st.subheader("Queue")
+    st.caption("Runs train one after another, in this order.")
+    st.dataframe(queue, hide_index=True, key="distill.queue_table")
+
+students = [r for r in records if r.spec.role in ("student", "distill")]
+if "distill.run_id" not in st.session_state:
+    active = [r.run_id for r in students if r.status in ACTIVE]
+    if active:
+        st.session_state["distill.run_id"] = active[-1]
+st.subheader("Run")
+run_id = run_picker("Run shown below", students, key="distill.run_id")
+if run_id is None:
+    st.info("No student runs yet: pick a teacher (or none) and press Start.")
+else:
+    finished = {r.run_id: r for r in students if r.metrics and r.run_id != run_id}
+    baseline = [rid for rid, r in finished.items() if r.spec.role == "student"][:1]
+    chosen = st.session_state["distill.overlay"]
+    chosen = baseline if chosen is None else [rid for rid in chosen if rid in finished]
+    st.session_state["distill.overlay"] = chosen
+    overlay_ids = st.multiselect(
+        "Draw over the live curve",
+        list(finished),
+        key="distill.overlay",
+        format_func=lambda rid: run_title(finished[rid]),
+    )
+    overlay = {run_title(finished[rid]): list(finished[rid].metrics) for rid in overlay_ids}
+    live_run_panel(manager, run_id, key="distill.live", overlay=lambda: overlay)
+    record = manager.run(run_id)
+    summary = record.info.get("teacher_cache")
+    if summary:
+        st.caption(
+            f"Teacher outputs: {summary['epochs_from_cache']} epochs from the cache, "
+            f"{summary['epochs_computed']} computed ({summary['seconds_computing']:.1f} s); "
+            f"the cache saved {summary['seconds_saved']:.1f} s."
+        )

@@ -1,0 +1,143 @@
+"""Softened outputs: teacher and student softmax(z / T) on one image, their KL, and T's effect."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from kdcore.checkpoints import CheckpointError
+from kdcore.data import source_status
+from kdcore.inference import (
+    ACCEPTED_EXTENSIONS,
+    ImageDecodeError,
+    decode_image,
+    entropy,
+    image_to_tensor,
+    kl_divergence,
+    softened_probabilities,
+    temperature_sweep,
+    to_model_view,
+)
+from kdcore.plots import softened_bars, temperature_curves
+from ui.context import cached_model, cached_split, get_manager, init_state
+from ui.predictions import enlarge, logits_for
+from ui.runs_view import run_picker, with_weights
+
+SWEEP = np.geomspace(0.25, 20.0, 60).tolist()
+
+init_state({"softened.temperature": 4.0, "softened.source": "test image", "softened.index": 0})
+
+
+def test_image_ui(data: str) -> Image.Image | None:
+    """Pick a test image of the run's data by class and index; shows it."""
+    status = source_status(data)
+    if not status.ready:
+        st.warning(f"The run's data is not available here: {status.message}")
+        return None
+    test = cached_split(data, "test")
+    left, right = st.columns(2)
+    class_index = left.selectbox(
+        "Class",
+        range(len(test.classes)),
+        key="softened.class",
+        format_func=lambda i: test.classes[i],
+    )
+    positions = torch.nonzero(test.labels == class_index).flatten()
+    index = right.number_input(
+        f"Image (0–{len(positions) - 1})",
+        min_value=0,
+        max_value=max(0, len(positions) - 1),
+        step=1,
+        key="softened.index",
+    )
+    pixels = test.images[positions[min(int(index), len(positions) - 1)]]  # (3, 32, 32) uint8
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())
+
+
+def uploaded_image_ui() -> Image.Image | None:
+    upload = st.file_uploader("An image", type=list(ACCEPTED_EXTENSIONS), key="softened.upload")
+    if upload is None:
+        return None
+    try:
+        return to_model_view(decode_image(upload.getvalue(), name=upload.name))
+    except ImageDecodeError as error:
+        st.error(str(error))
+        return None
+
+
+def load_pair(teacher_id: str, student_id: str):
+    """(teacher, student, class names) or None with an error shown."""
+    manager = get_manager()
+    try:
+        teacher, teacher_payload = cached_model(manager.run(teacher_id).checkpoint("best"))
+        student, student_payload = cached_model(manager.run(student_id).checkpoint("best"))
+    except CheckpointError as error:
+        st.error(f"Cannot load the weights: {error}")
+        return None
+    if teacher_payload["classes"] != student_payload["classes"]:
+        st.error(
+            "The teacher and the student were trained on different classes; pick a pair "
+            "trained on the same data."
+        )
+        return None
+    return teacher, student, student_payload["classes"]
+
+
+st.title("Softened outputs")
+st.caption(
+    "What the student learns from: the teacher's probabilities softened by a temperature "
+    "T. Higher T spreads probability over the classes the teacher finds similar."
+)
+manager = get_manager()
+records = manager.runs()
+left, right = st.columns(2)
+with left:
+    teacher_id = run_picker(
+        "Teacher", with_weights(records, ["teacher", "distill", "student"]), key="softened.teacher"
+    )
+with right:
+    student_id = run_picker(
+        "Student", with_weights(records, ["distill", "student"]), key="softened.student"
+    )
+if teacher_id is None or student_id is None:
+    st.info("Needs two runs with weights: train a teacher and a student first.")
+    st.stop()
+pair = load_pair(teacher_id, student_id)
+if pair is None:
+    st.stop()
+teacher, student, classes = pair
+
+source = st.radio("Image", ("test image", "upload"), key="softened.source", horizontal=True)
+image = (
+    test_image_ui(manager.run(student_id).spec.data)
+    if source == "test image"
+    else uploaded_image_ui()
+)
+if image is None:
+    st.stop()
+temperature = st.slider("Temperature T", 0.25, 20.0, step=0.25, key="softened.temperature")
+
+pixels = image_to_tensor(image)  # (3, 32, 32) uint8
+teacher_logits, student_logits = logits_for(teacher, pixels), logits_for(student, pixels)
+p_teacher = softened_probabilities(teacher_logits, temperature)
+p_student = softened_probabilities(student_logits, temperature)
+picture, numbers = st.columns([1, 3])
+picture.image(enlarge(image), caption="32×32, as the models see it")
+kl = float(kl_divergence(p_teacher, p_student))
+row = numbers.columns(3)
+row[0].metric("KL(teacher ‖ student)", f"{kl:.4g} nats")
+row[1].metric("teacher entropy", f"{float(entropy(p_teacher)):.3f} nats")
+row[2].metric("student entropy", f"{float(entropy(p_student)):.3f} nats")
+numbers.caption(
+    f"Teacher says {classes[int(p_teacher.argmax())]}, student says "
+    f"{classes[int(p_student.argmax())]}."
+)
+st.plotly_chart(
+    softened_bars(classes, p_teacher, p_student, temperature),
+    key="softened.bars_chart",
+    width="stretch",
+)
+sweep = temperature_sweep(teacher_logits, student_logits, SWEEP)
+st.plotly_chart(temperature_curves(sweep, temperature), key="softened.sweep_chart", width="stretch")

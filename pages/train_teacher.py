@@ -1,0 +1,101 @@
+"""Train a teacher: a ResNet from scratch, from ImageNet weights or from a weights file."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS
+from kdcore.runs import ACTIVE, ROLE_DEFAULTS, RunSpec
+from ui.context import data_source, get_manager, init_state
+from ui.runs_view import live_run_panel, run_picker, submit_ui
+
+INIT_LABELS = {"scratch": "from scratch", "imagenet": "ImageNet weights", "file": "a weights file"}
+
+init_state(
+    {
+        "teacher.arch": DEFAULT_TEACHER_ARCH,
+        "teacher.init": "scratch",
+        "teacher.weights_file": "",
+        "teacher.epochs": 10,
+        "teacher.subset": 0,
+        "teacher.batch_size": 128,
+        "teacher.lr": ROLE_DEFAULTS["teacher"]["lr"],
+        "teacher.seed": 0,
+    }
+)
+
+
+def teacher_settings_ui() -> RunSpec | None:
+    """The settings form; returns a spec when Start is pressed, else None."""
+    with st.form("teacher.form"):
+        left, middle, right = st.columns(3)
+        arch = left.selectbox("Architecture", list(TEACHER_ARCHS), key="teacher.arch")
+        init = middle.radio(
+            "Initialisation",
+            TEACHER_INITS,
+            key="teacher.init",
+            format_func=INIT_LABELS.get,
+            horizontal=True,
+        )
+        weights = right.text_input(
+            "Weights file (.pth)",
+            key="teacher.weights_file",
+            help="For 'a weights file', or ImageNet weights offline: a "
+            "torchvision state_dict of this architecture.",
+        )
+        epochs = left.number_input("Epochs", min_value=0, step=1, key="teacher.epochs")
+        subset = middle.number_input(
+            "Training images (0 = all)", min_value=0, step=500, key="teacher.subset"
+        )
+        batch_size = right.number_input(
+            "Batch size", min_value=1, step=32, key="teacher.batch_size"
+        )
+        lr = left.number_input(
+            "Peak learning rate (SGD, one-cycle)",
+            min_value=0.0,
+            step=0.01,
+            format="%.4f",
+            key="teacher.lr",
+        )
+        seed = middle.number_input("Seed", min_value=0, step=1, key="teacher.seed")
+        started = st.form_submit_button("Start training", type="primary")
+    if not started:
+        return None
+    return RunSpec(
+        role="teacher",
+        data=data_source(),
+        arch=arch,
+        init=init,
+        weights_file=weights.strip() or None,
+        epochs=int(epochs),
+        train_subset=int(subset) or None,
+        batch_size=int(batch_size),
+        lr=float(lr),
+        seed=int(seed),
+    )
+
+
+st.title("Train a teacher")
+st.caption(
+    f"Data: `{data_source()}` (change it in the sidebar). The run trains in the background: "
+    "leave this page, reload or open a second tab, it goes on."
+)
+manager = get_manager()
+spec = teacher_settings_ui()
+if spec is not None:
+    run_id = submit_ui(manager, lambda: spec)
+    if run_id:
+        st.session_state["teacher.run_id"] = run_id
+        st.success(f"Queued {run_id}.")
+
+teachers = [r for r in manager.runs() if r.spec.role == "teacher"]
+if "teacher.run_id" not in st.session_state:
+    active = [r.run_id for r in teachers if r.status in ACTIVE]
+    if active:
+        st.session_state["teacher.run_id"] = active[0]
+st.subheader("Run")
+run_id = run_picker("Run shown below", teachers, key="teacher.run_id")
+if run_id is None:
+    st.info("No teacher runs yet: set the options above and press Start.")
+else:
+    live_run_panel(manager, run_id, key="teacher.live")

@@ -1,0 +1,230 @@
+"""The dashboard through Streamlit's AppTest: every page, runs started and polled, bad input.
+
+Runs train on the synthetic set with a few hundred images, so each takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from kdcore.runs import RunSpec, create_run, execute_run, load_run, write_status
+from ui.context import get_manager
+from ui.predictions import classify_upload
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+# OneCycle needs several steps per run: keep subset / batch_size >= 8 (engine limitation).
+TINY_TEACHER = RunSpec(role="teacher", data="synthetic", arch="resnet18", epochs=1,
+                       train_subset=256, batch_size=32, label="tiny teacher")  # fmt: skip
+TINY_STUDENT = RunSpec(role="student", data="synthetic", epochs=1, train_subset=512, batch_size=64)
+
+
+def png_bytes(size=(48, 40), colour=(200, 40, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A runs folder with a finished tiny teacher, a student alone and a distilled student."""
+    root = tmp_path_factory.mktemp("trained") / "checkpoints"
+    teacher = create_run(TINY_TEACHER, root)
+    execute_run(teacher, root, device="cpu")
+    for spec in (TINY_STUDENT, RunSpec(**{**TINY_STUDENT.to_dict(), "role": "distill",
+                                          "teacher": teacher, "temperature": 4.0})):  # fmt: skip
+        execute_run(create_run(spec, root), root, device="cpu")
+    return root
+
+
+def use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> Path:
+    monkeypatch.setenv("KDCORE_CHECKPOINTS", str(root))
+    monkeypatch.setenv("KDCORE_DATA", "synthetic")
+    return root
+
+
+@pytest.fixture
+def empty_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh runs folder; runs this test's manager still trains are stopped afterwards."""
+    root = use_root(monkeypatch, tmp_path / "checkpoints")
+    yield root
+    manager = get_manager()
+    for run_id in manager.active_ids():
+        manager.stop(run_id)
+
+
+@pytest.fixture
+def trained(trained_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return use_root(monkeypatch, trained_root)
+
+
+def open_page(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [element.proto.text for element in at.get("progress")]
+
+
+def poll_until(at: AppTest, done, timeout: float = 90.0) -> AppTest:
+    """Rerun the page (as the live fragment would) until `done(at)` or the timeout."""
+    deadline = time.monotonic() + timeout
+    while not done(at):
+        assert time.monotonic() < deadline, progress_texts(at)
+        time.sleep(0.5)
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_home_shows_device_data_and_the_runs(trained):
+    at = open_page()
+    text = " ".join(m.value for m in at.markdown)
+    assert "CPU cores" in text and "`synthetic`" in text and "ready" in text
+    runs = at.dataframe[0].value
+    assert sorted(runs["role"]) == ["distill", "student", "teacher"]
+    assert set(runs["status"]) == {"finished"}
+
+
+def test_quick_start_trains_a_student_and_shows_it_live(empty_root):
+    at = open_page()
+    at.button(key="home.quick_student_btn").click().run()
+    assert at.title[0].value == "Distil a student"
+    poll_until(at, lambda at: any(t.startswith("running") for t in progress_texts(at)))
+    assert at.button(key="distill.live.stop_btn")  # the live panel offers Stop
+
+
+def test_student_run_polled_to_completion_then_compared(empty_root):
+    at = open_page("distill_student")
+    at.number_input(key="distill.epochs").set_value(2)
+    at.number_input(key="distill.subset").set_value(512)
+    at.button[0].click().run()  # the form's Start button
+    assert at.success and "Queued" in at.success[0].value
+    poll_until(at, lambda at: "finished" in progress_texts(at))
+    assert [m.value for m in at.metric][0] == "2 / 2"
+    (record,) = get_manager().runs()
+    assert record.status == "finished" and len(record.metrics) == 2
+    compare = open_page("compare_runs")
+    assert compare.dataframe[0].value["epochs"].tolist() == ["2/2"]
+
+
+def test_teacher_run_can_be_stopped_from_the_page(empty_root):
+    at = open_page("train_teacher")
+    at.selectbox(key="teacher.arch").set_value("resnet18")
+    at.number_input(key="teacher.epochs").set_value(20)
+    at.number_input(key="teacher.subset").set_value(2000)
+    at.button[0].click().run()
+    at.button(key="teacher.live.stop_btn").click().run()
+    poll_until(at, lambda at: "stopped" in progress_texts(at))
+    (record,) = get_manager().runs()
+    assert record.status == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("page", "field", "value", "message"),
+    [
+        ("train_teacher", "teacher.epochs", 0, "Epochs must be at least 1"),
+        ("train_teacher", "teacher.lr", 0.0, "Learning rate must be greater than 0"),
+        ("distill_student", "distill.epochs", 0, "Epochs must be at least 1"),
+    ],
+)
+def test_settings_that_make_no_sense_are_refused(empty_root, page, field, value, message):
+    at = open_page(page)
+    at.number_input(key=field).set_value(value)
+    at.button[0].click().run()
+    assert at.error and message in at.error[0].value
+    assert not any(empty_root.glob("*/config.json"))  # nothing started
+
+
+def test_a_missing_data_folder_is_refused(empty_root, tmp_path):
+    at = open_page()  # the data source lives in the sidebar, set on any page
+    at.sidebar.selectbox(key="app.data_choice").set_value("a folder or archive").run()
+    at.sidebar.text_input(key="app.data_folder").set_value(str(tmp_path / "nowhere")).run()
+    assert "does not exist" in at.sidebar.warning[0].value
+    at.switch_page("pages/train_teacher.py").run()
+    at.button[0].click().run()
+    assert "does not exist" in at.error[0].value
+
+
+def test_compare_page_table_study_rows_and_downloads(trained):
+    at = open_page("compare_runs")
+    table = at.dataframe[0].value
+    assert len(table) == 3 and table["best test acc (%)"].notna().all()
+    distilled = table[table["role"] == "distill"].iloc[0]
+    assert distilled["T"] == 4.0 and distilled["alpha"] == 0.5
+    study = at.dataframe[1].value
+    assert len(study) == 5
+    filled = study[study["our run"] != "–"]["setting"].tolist()
+    assert filled == ["teacher from scratch", "student distilled from the scratch teacher",
+                      "student alone (no teacher)"]  # fmt: skip
+    assert len(at.get("download_button")) == 3
+    at.slider(key="compare.smoothing").set_value(0.6).run()
+    assert not at.exception
+
+
+def test_softened_outputs_show_kl_that_moves_with_temperature(trained):
+    at = open_page("softened_outputs")
+    assert len(at.get("plotly_chart")) == 2 and at.get("image")
+    kl_at_4 = at.metric[0].value
+    at.slider(key="softened.temperature").set_value(1.0).run()
+    assert at.metric[0].value != kl_at_4 and "nats" in at.metric[0].value
+    at.number_input(key="softened.index").set_value(5).run()
+    at.radio(key="softened.source").set_value("upload").run()
+    at.get("file_uploader")[0].set_value(("red.png", png_bytes(), "image/png"))
+    at.run()
+    assert not at.exception and len(at.get("plotly_chart")) == 2
+
+
+def test_classify_uploads_each_file_on_its_own(trained):
+    at = open_page("classify_images")
+    files = [("red.png", png_bytes(), "image/png"), ("empty.png", b"", "image/png"),
+             ("notes.jpg", b"not an image at all", "image/jpeg"),
+             ("blue.png", png_bytes((20, 20), (0, 0, 255)), "image/png")]  # fmt: skip
+    at.get("file_uploader")[0].set_value(files)
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 2 and "empty.png is empty" in errors[0] and "notes.jpg" in errors[1]
+    assert len(at.get("plotly_chart")) == 4  # teacher and student top-k for the two good files
+
+
+def test_classify_upload_refuses_bad_bytes_and_keeps_going(trained_root):
+    from kdcore.checkpoints import load_model
+
+    student, payload = load_model(next(trained_root.glob("*student*")) / "best.pt")
+    models = {"student": (student, payload["classes"])}
+    gif = b"GIF89a" + b"\x00" * 20
+    assert "GIF" in classify_upload("a.gif", gif, models).error
+    assert classify_upload("a.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 5, models).error
+    good = classify_upload("ok.png", png_bytes(), models, k=4)
+    assert good.error is None and len(good.top["student"]) == 4
+    assert good.view.size == (32, 32)
+
+
+def test_corrupt_checkpoint_gives_a_message_not_a_crash(trained_root, tmp_path, monkeypatch):
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)
+    teacher = next(root.glob("*teacher*"))
+    (teacher / "best.pt").write_bytes(b"this is not a checkpoint")
+    at = open_page("classify_images")
+    assert at.error and "corrupt" in at.error[0].value
+    softened = open_page("softened_outputs")
+    assert softened.error and "Cannot load the weights" in softened.error[0].value
+
+
+def test_a_run_cut_off_by_a_restart_is_listed_as_interrupted(empty_root):
+    run_id = create_run(TINY_STUDENT, empty_root)
+    write_status(empty_root / run_id, "running")  # as a crashed server leaves it
+    at = open_page()
+    assert at.dataframe[0].value["status"].tolist() == ["interrupted"]
+    assert load_run(run_id, empty_root).status == "interrupted"

@@ -1,0 +1,131 @@
+"""`python -m kdcore`: every subcommand answers --help, trains, evaluates and refuses bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdcore.cli import build_parser, main
+from kdcore.data import synthetic_split
+from kdcore.runs import list_runs
+
+SUBCOMMANDS = ["teacher", "student", "distill", "evaluate", "classify", "bench", "study", "runs",
+               "data"]  # fmt: skip
+TINY = ["--data-dir", "synthetic", "--train-subset", "300", "--epochs", "1", "--batch-size", "64"]
+
+
+def last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m kdcore " + command in capsys.readouterr().out
+
+
+def test_common_flags_have_the_documented_names():
+    parser = build_parser()
+    for command in ("teacher", "student", "distill"):
+        flags = parser.parse_args([command, *(["--teacher", "x"] if command == "distill" else [])])
+        for name in ("data_dir", "epochs", "out", "seed", "train_subset", "batch_size", "lr"):
+            assert hasattr(flags, name), (command, name)
+    distill = parser.parse_args(["distill", "--teacher", "t", "--temperature", "4", "--alpha", "0.9"])
+    assert (distill.temperature, distill.alpha) == (4.0, 0.9)
+
+
+@pytest.fixture
+def trained_runs(tmp_path, capsys, fast_synthetic):
+    """A tiny teacher, a lone student and a distilled student trained through the CLI."""
+    out = tmp_path / "runs"
+    teacher_args = ["teacher", "--arch", "resnet18", *TINY, "--out", str(out)]
+    assert main(teacher_args) == 0
+    teacher = last_json(capsys.readouterr().out)
+    assert main(["student", *TINY, "--out", str(out)]) == 0
+    student = last_json(capsys.readouterr().out)
+    distill_args = ["distill", "--teacher", teacher["run_id"], "-T", "4", "--alpha", "0.7", *TINY,
+                    "--out", str(out)]  # fmt: skip
+    assert main(distill_args) == 0
+    distilled = last_json(capsys.readouterr().out)
+    return out, teacher, student, distilled
+
+
+def test_training_commands_write_finished_runs(trained_runs):
+    out, teacher, student, distilled = trained_runs
+    records = {record.run_id: record for record in list_runs(out)}
+    assert {teacher["run_id"], student["run_id"], distilled["run_id"]} == set(records)
+    assert all(record.status == "finished" for record in records.values())
+    assert records[distilled["run_id"]].spec.temperature == 4.0
+    assert records[distilled["run_id"]].spec.teacher == teacher["run_id"]
+    assert 0.0 <= student["best_test_acc"] <= 1.0
+
+
+def test_evaluate_reports_accuracy_of_a_run(trained_runs, capsys):
+    out, _, student, _ = trained_runs
+    checkpoint = out / student["run_id"] / "best.pt"
+    assert main(["evaluate", str(checkpoint), "--data-dir", "synthetic"]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["arch"] == "smallcnn"
+    assert result["images"] == len(synthetic_split("test"))
+    assert 0.0 <= result["test_acc"] <= 1.0
+
+
+def test_classify_reports_each_file_and_survives_a_broken_one(trained_runs, tmp_path, capsys):
+    from PIL import Image
+
+    out, _, student, _ = trained_runs
+    good = tmp_path / "good.png"
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(good)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image at all")
+    code = main(["classify", student["run_id"], str(good), str(broken), "--out", str(out),
+                 "--top-k", "2"])  # fmt: skip
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert code == 1  # one file failed
+    assert lines[0]["file"] == str(good) and len(lines[0]["top_k"]) == 2
+    assert lines[0]["top_k"][0][1] >= lines[0]["top_k"][1][1]
+    assert "broken.jpg" in lines[1]["error"]
+
+
+def test_runs_lists_every_run(trained_runs, capsys):
+    out, teacher, _, _ = trained_runs
+    assert main(["runs", "--out", str(out)]) == 0
+    listing = capsys.readouterr().out
+    assert teacher["run_id"] in listing and listing.count("finished") == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["distill", "--teacher", "no-such-run", "--data-dir", "synthetic"], "no weights"),
+        (["distill", "--teacher", "x", "--data-dir", "synthetic", "-T", "0"], "Temperature"),
+        (["distill", "--teacher", "x", "--data-dir", "synthetic", "--alpha", "1.5"], "alpha"),
+        (["student", "--data-dir", "synthetic", "--epochs", "0"], "Epochs"),
+        (["student", "--data-dir", "/no/such/folder"], "does not exist"),
+        (["evaluate", "/no/such.pt", "--data-dir", "synthetic"], "does not exist"),
+    ],
+)
+def test_impossible_settings_exit_2_with_a_clear_message(args, message, tmp_path, capsys):
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error
+
+
+def test_corrupt_checkpoint_is_refused_clearly(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02garbage" * 10)
+    assert main(["evaluate", str(corrupt), "--data-dir", "synthetic"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "kdcore", "runs", "--out", str(tmp_path)],
+                               capture_output=True, text=True, cwd=Path(__file__).parents[1],
+                               timeout=120)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr

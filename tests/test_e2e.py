@@ -1,0 +1,197 @@
+"""The dashboard in a real browser: `streamlit run app.py` driven by Playwright and Chromium.
+
+Starts a run from the home page, watches its live chart grow, stops it, classifies an uploaded
+image with a teacher and a student trained before the server started, and visits every page,
+saving a screenshot of each to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from kdcore.runs import RunSpec, create_run, execute_run
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO / "artifacts" / "screenshots"
+PAGES = {  # url path -> a text the page shows when it is drawn
+    "": "Knowledge distillation on CIFAR-10",
+    "train_teacher": "Train a teacher",
+    "distill_student": "Distil a student",
+    "compare_runs": "Compare runs",
+    "softened_outputs": "Softened outputs",
+    "classify_images": "Classify images",
+}
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+if not CHROMIUM.is_file():
+    pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {server.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny finished teacher and student, made with kdcore before the server starts."""
+    root = tmp_path_factory.mktemp("e2e") / "checkpoints"
+    teacher = RunSpec(role="teacher", data="synthetic", arch="resnet18", epochs=1,
+                      train_subset=256, batch_size=32, label="e2e teacher")  # fmt: skip
+    student = RunSpec(role="student", data="synthetic", epochs=1, train_subset=512, batch_size=64)
+    for spec in (teacher, student):
+        execute_run(create_run(spec, root), root, device="cpu")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(runs_root: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "KDCORE_CHECKPOINTS": str(runs_root), "KDCORE_DATA": "synthetic",
+           "KDCORE_CACHE": str(runs_root.parent / "cache")}  # fmt: skip
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.headless", "true"]  # fmt: skip
+    log = open(runs_root.parent / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://localhost:{port}"
+    try:
+        wait_healthy(url, process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server: str):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        yield context.new_page()
+        browser.close()
+
+
+def open_page(page, server: str, path: str):
+    page.goto(f"{server}/{path}")
+    page.get_by_role("heading", name=PAGES[path]).wait_for(timeout=30_000)
+    return page
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)  # let charts finish drawing
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def plotted_points(page) -> int:
+    """How many points the page's plotly charts hold (plotly keeps them on the chart's div)."""
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .flatMap(plot => plot.data || []).reduce((n, trace) => n + (trace.x || []).length, 0)""")
+
+
+def chart_titles(page) -> list[str]:
+    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .map(plot => plot.layout && plot.layout.title && plot.layout.title.text)""")
+
+
+def progress_text(page) -> str:
+    texts = page.locator('[data-testid="stProgress"]').all_inner_texts()
+    return " ".join(texts)
+
+
+def current_step(page) -> int:
+    """The step the progress bar reports ("running · epoch 1/3 · batch 7/32 · step 7/96")."""
+    found = re.search(r"step (\d+)/", progress_text(page))
+    return int(found.group(1)) if found else -1
+
+
+def wait_until(page, condition, message: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        page.wait_for_timeout(300)
+
+
+def test_start_watch_and_stop_a_run(page, server):
+    open_page(page, server, "")
+    screenshot(page, "1_home")
+    page.get_by_role("button", name=re.compile("Train a small student")).click()
+    page.get_by_role("heading", name="Distil a student").wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"running · epoch")).wait_for(timeout=60_000)
+    first_points, first_step = plotted_points(page), current_step(page)
+    wait_until(page, lambda: current_step(page) > first_step, "the progress text did not move")
+    wait_until(page, lambda: plotted_points(page) > first_points, "the chart gained no points")
+    screenshot(page, "3_distill_live")
+    page.get_by_role("button", name="Stop this run").click()
+    page.get_by_text(re.compile(r"^stopped")).first.wait_for(timeout=30_000)
+    screenshot(page, "3_distill_stopped")
+
+
+def test_classify_an_uploaded_image_with_teacher_and_student(page, server):
+    open_page(page, server, "classify_images")
+    image = Image.new("RGB", (64, 48), (220, 60, 60))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    files = [{"name": "red.png", "mimeType": "image/png", "buffer": buffer.getvalue()},
+             {"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": b"not a jpeg"}]  # fmt: skip
+    page.locator('input[type="file"]').set_input_files(files)
+    page.get_by_text("broken.jpg is not an image").wait_for(timeout=30_000)
+    wait_until(page, lambda: {"teacher", "student"} <= set(chart_titles(page)),
+               "no top-k charts for both models")  # fmt: skip
+    screenshot(page, "6_classify")
+
+
+@pytest.mark.parametrize("path", ["train_teacher", "compare_runs", "softened_outputs"])
+def test_every_page_draws(page, server, path):
+    open_page(page, server, path)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    name = {"train_teacher": "2_teacher", "compare_runs": "4_compare", "softened_outputs":
+            "5_softened"}[path]  # fmt: skip
+    screenshot(page, name)
+
+
+def test_server_log_is_clean(runs_root):
+    log = (runs_root.parent / "server.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_screenshots():
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    yield

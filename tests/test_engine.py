@@ -1,0 +1,254 @@
+"""The training loop learns, emits its events in order, stops cleanly and is reproducible."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdcore.data import ImageSet
+from kdcore.engine import Callback, Distillation, TrainConfig, build_scheduler, evaluate, fit
+from kdcore.models import SmallCNN
+
+CPU = torch.device("cpu")
+BATCH_KEYS = {"loss", "epoch", "batch", "batches"}
+EPOCH_KEYS = {"train_loss", "train_acc", "test_loss", "test_acc", "images_per_s", "elapsed_s", "eta_s"}
+TIMING_KEYS = {"images_per_s", "elapsed_s", "eta_s", "epoch_s"}
+
+
+class Recorder(Callback):
+    """Keeps every event as (hook, args...); optionally sets `stop` after `stop_after` batches."""
+
+    def __init__(self, stop: threading.Event | None = None, stop_after: int | None = None):
+        self.events: list[tuple] = []
+        self.stop, self.stop_after = stop, stop_after
+
+    def on_fit_start(self, info):
+        self.events.append(("fit_start", info))
+
+    def on_phase(self, phase, done, total):
+        self.events.append(("phase", phase, done, total))
+
+    def on_batch_end(self, step, logs):
+        self.events.append(("batch", step, logs))
+        if self.stop is not None and step == self.stop_after:
+            self.stop.set()
+
+    def on_epoch_end(self, epoch, logs):
+        self.events.append(("epoch", epoch, logs))
+
+    def on_fit_end(self, status, logs):
+        self.events.append(("fit_end", status, logs))
+
+    def hooks(self) -> list[str]:
+        return [event[0] for event in self.events]
+
+
+@pytest.fixture
+def tiny(synthetic_train, synthetic_test) -> tuple[ImageSet, ImageSet]:
+    return synthetic_train.subset(96, seed=0), synthetic_test.subset(40, seed=0)
+
+
+def fresh_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return SmallCNN()
+
+
+def test_smallcnn_learns_synthetic_data_well_above_chance(synthetic_train, synthetic_test):
+    train, test = synthetic_train.subset(640, seed=0), synthetic_test.subset(300, seed=0)
+    result = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32), device=CPU)
+    assert result.status == "finished" and len(result.history) == 2
+    assert result.history[-1]["test_acc"] >= 0.5  # chance is 0.1
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.best_test_acc == max(row["test_acc"] for row in result.history)
+
+
+def test_events_arrive_in_order_with_the_documented_keys(tiny):
+    train, test = tiny
+    recorder = Recorder()
+    config = TrainConfig(epochs=2, batch_size=32)
+    fit(fresh_model(), train, test, config, callbacks=[recorder], device=CPU)
+    per_epoch = ["batch"] * 3 + ["epoch"]
+    assert recorder.hooks() == ["fit_start", *per_epoch, *per_epoch, "fit_end"]
+
+    info = recorder.events[0][1]
+    assert info["steps_per_epoch"] == 3 and info["epochs"] == 2
+    assert (info["train_size"], info["test_size"], info["device"]) == (96, 40, "cpu")
+
+    batches = [event for event in recorder.events if event[0] == "batch"]
+    assert [step for _, step, _ in batches] == list(range(1, 7))
+    for index, (_, _, logs) in enumerate(batches):
+        assert BATCH_KEYS <= set(logs)
+        assert (logs["epoch"], logs["batch"], logs["batches"]) == (index // 3 + 1, index % 3 + 1, 3)
+        assert logs["loss"] > 0
+
+    epochs = [event for event in recorder.events if event[0] == "epoch"]
+    assert [epoch for _, epoch, _ in epochs] == [1, 2]
+    for _, epoch, logs in epochs:
+        assert EPOCH_KEYS <= set(logs) and logs["epoch"] == epoch
+        assert 0.0 <= logs["train_acc"] <= 1.0 and 0.0 <= logs["test_acc"] <= 1.0
+        assert logs["images_per_s"] > 0 and logs["elapsed_s"] > 0
+    assert epochs[-1][2]["eta_s"] == 0
+    assert recorder.events[-1][1] == "finished"
+    assert recorder.events[-1][2]["best_test_acc"] == max(logs["test_acc"] for _, _, logs in epochs)
+
+
+def test_stop_event_stops_between_batches_and_keeps_history_consistent(tiny):
+    train, test = tiny
+    stop = threading.Event()
+    recorder = Recorder(stop=stop, stop_after=4)  # epoch 1 is 3 batches; stop in epoch 2
+    result = fit(fresh_model(), train, test, TrainConfig(epochs=3, batch_size=32),
+                 callbacks=[recorder], stop_event=stop, device=CPU)  # fmt: skip
+    assert result.status == "stopped"
+    assert [row["epoch"] for row in result.history] == [1]
+    assert recorder.hooks() == ["fit_start", "batch", "batch", "batch", "epoch", "batch", "fit_end"]
+    assert recorder.events[-1][1:] == ("stopped", {"best_test_acc": result.history[0]["test_acc"]})
+
+
+def test_stop_before_the_first_batch_gives_no_history(tiny):
+    train, test = tiny
+    stop = threading.Event()
+    stop.set()
+    result = fit(fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32),
+                 stop_event=stop, device=CPU)  # fmt: skip
+    assert result.status == "stopped" and result.history == []
+    assert result.best_test_acc is None
+
+
+def without_timings(history):
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def test_same_seed_gives_identical_weights_and_metrics(tiny):
+    train, test = tiny
+    config = TrainConfig(epochs=2, batch_size=32, seed=5)
+    first_model, second_model = fresh_model(), fresh_model()
+    first = fit(first_model, train, test, config, device=CPU)
+    second = fit(second_model, train, test, config, device=CPU)
+    assert without_timings(first.history) == without_timings(second.history)
+    for (name, a), b in zip(first_model.state_dict().items(), second_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_different_seed_gives_different_weights(tiny):
+    train, test = tiny
+    first_model, second_model = fresh_model(), fresh_model()
+    fit(first_model, train, test, TrainConfig(epochs=1, batch_size=32, seed=1), device=CPU)
+    fit(second_model, train, test, TrainConfig(epochs=1, batch_size=32, seed=2), device=CPU)
+    assert not torch.equal(first_model.classifier.weight, second_model.classifier.weight)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"epochs": 0}, "Epochs must be at least 1"),
+        ({"batch_size": 0}, "Batch size must be at least 1"),
+        ({"lr": 0.0}, "Learning rate must be greater than 0"),
+        ({"optimizer": "adam"}, "Unknown optimiser 'adam'"),
+        ({"schedule": "cosine"}, "Unknown schedule 'cosine'"),
+        ({"warmup_fraction": 1.0}, r"Warm-up fraction must lie in \(0, 1\)"),
+        ({"warmup_fraction": 0.0}, r"Warm-up fraction must lie in \(0, 1\)"),
+    ],
+)
+def test_train_config_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**settings)
+
+
+def test_one_cycle_runs_to_its_last_step_with_a_ragged_last_batch(synthetic_train, synthetic_test):
+    train, test = synthetic_train.subset(70, seed=0), synthetic_test.subset(20, seed=0)
+    config = TrainConfig(epochs=3, batch_size=32, lr=0.01)  # 3 steps per epoch, the last of 6
+    recorder = Recorder()
+    result = fit(fresh_model(), train, test, config, callbacks=[recorder], device=CPU)
+    assert result.status == "finished" and len(result.history) == 3
+    assert sum(1 for hook in recorder.hooks() if hook == "batch") == 9
+    rates = [row["lr"] for row in result.history]
+    assert max(rates) <= config.lr
+    assert rates[-1] < rates[0] / 5  # annealed from near the peak after warm-up
+
+
+@pytest.mark.parametrize("warmup", [0.1, 0.25, 0.3, 0.5])
+def test_one_cycle_schedule_steps_through_every_short_run(warmup):
+    # a warm-up of exactly one step (e.g. 4 steps at 0.25) once made OneCycleLR divide by zero
+    weight = nn.Parameter(torch.zeros(1))
+    for epochs in (1, 2, 3):
+        for steps_per_epoch in range(1, 13):
+            config = TrainConfig(epochs=epochs, warmup_fraction=warmup, lr=0.1)
+            optimizer = torch.optim.SGD([weight], lr=config.lr)
+            scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+            rates = []
+            for _ in range(epochs * steps_per_epoch):
+                rates.append(scheduler.get_last_lr()[0])
+                optimizer.step()
+                scheduler.step()
+            assert max(rates) <= config.lr * (1 + 1e-9), (epochs, steps_per_epoch)
+
+
+def test_sgd_with_constant_schedule_keeps_its_learning_rate(tiny):
+    train, test = tiny
+    config = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", schedule="constant", lr=0.02)
+    result = fit(fresh_model(), train, test, config, device=CPU)
+    assert [row["lr"] for row in result.history] == [0.02, 0.02]
+
+
+class FixedTeacher:
+    """A TeacherTargets that returns the same logits each epoch, or None to mean 'stopped'."""
+
+    def __init__(self, logits: torch.Tensor | None):
+        self.logits, self.calls = logits, []
+
+    def epoch_logits(self, epoch, stop_event, on_progress):
+        self.calls.append(epoch)
+        on_progress(1, 1)
+        return self.logits
+
+
+def test_distillation_reports_soft_and_hard_terms_and_asks_the_teacher_each_epoch(tiny):
+    train, test = tiny
+    teacher = FixedTeacher(F.one_hot(train.labels, 10).float() * 5)
+    recorder = Recorder()
+    fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32),
+        distillation=Distillation(teacher, temperature=4.0, alpha=0.9),
+        callbacks=[recorder], device=CPU)  # fmt: skip
+    assert teacher.calls == [0, 1]
+    assert ("phase", "teacher", 1, 1) in recorder.events
+    for event in recorder.events:
+        if event[0] == "batch":
+            logs = event[2]
+            assert {"soft", "hard"} <= set(logs)
+            assert logs["loss"] == pytest.approx(0.9 * logs["soft"] + 0.1 * logs["hard"], rel=1e-5)
+
+
+def test_teacher_stopped_mid_pass_stops_the_fit(tiny):
+    train, test = tiny
+    result = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32),
+                 distillation=Distillation(FixedTeacher(None)), device=CPU)  # fmt: skip
+    assert result.status == "stopped" and result.history == []
+
+
+def test_distillation_refuses_bad_settings():
+    with pytest.raises(ValueError, match="Temperature"):
+        Distillation(FixedTeacher(None), temperature=0.0)
+    with pytest.raises(ValueError, match="alpha"):
+        Distillation(FixedTeacher(None), alpha=1.2)
+
+
+class ConstantModel(nn.Module):
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits)
+
+    def forward(self, x):
+        return self.logits.expand(len(x), -1)
+
+
+def test_evaluate_returns_mean_cross_entropy_and_accuracy(synthetic_test):
+    test = synthetic_test.subset(250, seed=3)
+    logits = torch.linspace(-1, 1, 10)
+    result = evaluate(ConstantModel(logits.clone()), test, CPU, batch_size=64)
+    expected_loss = F.cross_entropy(logits.expand(len(test), -1), test.labels).item()
+    assert result["acc"] == pytest.approx((test.labels == 9).float().mean().item())
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)

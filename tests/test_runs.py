@@ -1,0 +1,285 @@
+"""Run folders: validation, what a run writes, failures, listing after a restart, the manager."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+import torch
+
+import kdcore.manager as manager_module
+from kdcore.checkpoints import load_model
+from kdcore.engine import Callback
+from kdcore.manager import RunManager
+from kdcore.runs import (
+    RunError,
+    RunSpec,
+    create_run,
+    execute_run,
+    list_runs,
+    load_run,
+    read_json,
+    read_metrics,
+    run_dir,
+    validate,
+    write_status,
+)
+
+TINY = {"data": "synthetic", "epochs": 2, "train_subset": 64, "batch_size": 32}
+
+
+def student(**overrides) -> RunSpec:
+    return RunSpec(**{"role": "student", **TINY, **overrides})
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (student(temperature=0.0), "Temperature T must be greater than 0"),
+        (student(temperature=-2.0), "Temperature T must be greater than 0"),
+        (student(alpha=1.5), r"must lie in \[0, 1\]"),
+        (student(epochs=0), "Epochs must be at least 1"),
+        (student(train_subset=0), "at least 1 image"),
+        (student(role="coach"), "Unknown role 'coach'"),
+        (student(arch="resnet18"), "Students are smallcnn"),
+        (RunSpec(role="teacher", arch="vgg16", **TINY), "Unknown teacher architecture 'vgg16'"),
+        (RunSpec(role="teacher", arch="resnet18", init="magic", **TINY), "Unknown initialisation"),
+        (RunSpec(role="teacher", arch="resnet18", init="file", **TINY), "does not exist"),
+        (RunSpec(role="distill", **TINY), "Distillation needs a teacher"),
+        (RunSpec(role="distill", teacher="no-such-run", **TINY), "has no weights yet"),
+        (RunSpec(role="distill", teacher="/nowhere/t.pt", **TINY), "does not exist"),
+    ],
+)
+def test_validate_refuses_impossible_runs(tmp_path, spec, message):
+    with pytest.raises(RunError, match=message):
+        validate(spec, tmp_path)
+
+
+def test_unknown_data_folder_is_refused_before_anything_is_created(tmp_path):
+    spec = student(data=str(tmp_path / "no-such-data"))
+    with pytest.raises(RunError, match="does not exist"):
+        create_run(spec, tmp_path / "runs")
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_role_defaults_fill_unset_optimiser_fields():
+    assert RunSpec(role="teacher").train_config().optimizer == "sgd"
+    assert RunSpec(role="student").train_config().optimizer == "adamw"
+    assert RunSpec(role="student", lr=0.01).train_config().lr == 0.01
+    assert RunSpec(role="teacher").model_arch == "resnet101"
+    assert RunSpec(role="distill").model_arch == "smallcnn"
+
+
+def test_spec_round_trips_through_a_dict_and_ignores_unknown_keys():
+    spec = student(temperature=4.0, alpha=0.9, label="x")
+    assert RunSpec.from_dict({**spec.to_dict(), "id": "abc", "created_at": 1.0}) == spec
+
+
+# --- run folders --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad_id", ["../x", "/etc", "a/b", "..", ".", "", ".hidden", "a\\..\\b"])
+def test_run_dir_refuses_ids_that_leave_the_root(tmp_path, bad_id):
+    with pytest.raises(RunError, match="is not a run id"):
+        run_dir(bad_id, tmp_path)
+
+
+def test_run_dir_of_a_good_id_is_inside_the_root(tmp_path):
+    assert run_dir("20240101-student-smallcnn-ab12", tmp_path).parent == tmp_path.resolve()
+
+
+def test_create_run_writes_config_and_queued_status(tmp_path):
+    spec = student(label="first")
+    run_id = create_run(spec, tmp_path)
+    folder = tmp_path / run_id
+    config = json.loads((folder / "config.json").read_text())
+    assert config["id"] == run_id and RunSpec.from_dict(config) == spec
+    status = json.loads((folder / "status.json").read_text())
+    assert status["status"] == "queued" and status["pid"] == os.getpid()
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_execute_run_records_metrics_weights_and_status(tmp_path, fast_synthetic):
+    run_id = create_run(student(), tmp_path)
+    result = execute_run(run_id, tmp_path, device="cpu")
+    folder = tmp_path / run_id
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert read_metrics(folder) == [json.loads(line) for line in lines]
+    for name in ("best.pt", "last.pt"):
+        payload = torch.load(folder / name, weights_only=True)
+        assert payload["arch"] == "smallcnn" and payload["meta"]["run_id"] == run_id
+        model, _ = load_model(folder / name)
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    status = read_json(folder / "status.json")
+    assert status["status"] == "finished" and status["epochs_done"] == 2
+    assert status["best_test_acc"] == result.best_test_acc
+    best_epoch = torch.load(folder / "best.pt", weights_only=True)["meta"]["epoch"]
+    assert result.history[best_epoch - 1]["test_acc"] == result.best_test_acc
+    record = load_run(run_id, tmp_path)
+    assert record.status == "finished" and record.progress == 1.0
+    assert record.final_test_acc == result.history[-1]["test_acc"]
+
+
+def test_a_failing_run_records_failed_with_the_error(tmp_path, image_folder):
+    run_id = create_run(student(data=str(image_folder)), tmp_path / "runs")
+    shutil.rmtree(image_folder)  # the data vanishes between queueing and running
+    with pytest.raises(Exception, match="does not exist"):
+        execute_run(run_id, tmp_path / "runs", device="cpu")
+    status = read_json(tmp_path / "runs" / run_id / "status.json")
+    assert status["status"] == "failed"
+    assert "DataError" in status["error"] and "does not exist" in status["error"]
+    assert load_run(run_id, tmp_path / "runs").status == "failed"
+
+
+class StopAfter(Callback):
+    def __init__(self, stop: threading.Event, batches: int):
+        self.stop, self.batches = stop, batches
+
+    def on_batch_end(self, step, logs):
+        if step >= self.batches:
+            self.stop.set()
+
+
+def test_a_stopped_run_keeps_a_consistent_folder(tmp_path, fast_synthetic):
+    run_id = create_run(student(epochs=3), tmp_path)
+    stop = threading.Event()
+    result = execute_run(run_id, tmp_path, callbacks=[StopAfter(stop, 3)], stop_event=stop,
+                         device="cpu")  # fmt: skip
+    folder = tmp_path / run_id
+    assert result.status == "stopped" and len(result.history) == 1
+    assert read_json(folder / "status.json")["status"] == "stopped"
+    assert len(read_metrics(folder)) == 1
+    last = torch.load(folder / "last.pt", weights_only=True)
+    assert last["meta"]["stopped"] is True and last["meta"]["epoch"] == 1
+
+
+def test_teacher_run_then_distillation_from_its_run_id(tmp_path, fast_synthetic):
+    teacher_spec = RunSpec(role="teacher", arch="resnet18", **{**TINY, "epochs": 1})
+    teacher_id = create_run(teacher_spec, tmp_path)
+    execute_run(teacher_id, tmp_path, device="cpu")
+    assert torch.load(tmp_path / teacher_id / "best.pt", weights_only=True)["arch"] == "resnet18"
+
+    distill_id = create_run(RunSpec(role="distill", teacher=teacher_id, **{**TINY, "epochs": 1}),
+                            tmp_path)  # fmt: skip
+    execute_run(distill_id, tmp_path, device="cpu")
+    status = read_json(tmp_path / distill_id / "status.json")
+    assert status["status"] == "finished"
+    assert status["teacher_cache"]["epochs_computed"] == 1
+
+
+def test_read_metrics_skips_a_half_written_last_line(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "test_acc": 0.5}\n{"epoch": 2, "te')
+    assert read_metrics(tmp_path) == [{"epoch": 1, "test_acc": 0.5}]
+
+
+# --- listing after a restart --------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_list_runs_marks_a_running_run_of_a_dead_process_interrupted(tmp_path):
+    first = create_run(student(label="old"), tmp_path)
+    second = create_run(student(label="new"), tmp_path)
+    write_status(tmp_path / first, "running")
+    status = read_json(tmp_path / first / "status.json")
+    (tmp_path / first / "status.json").write_text(json.dumps({**status, "pid": dead_pid()}))
+    (tmp_path / "stray-folder").mkdir()  # no config.json: not a run
+
+    records = {record.run_id: record for record in list_runs(tmp_path)}
+    assert set(records) == {first, second}
+    assert records[first].status == "interrupted"
+    # queued by this process but not live in it (e.g. after a restart of the dashboard)
+    assert records[second].status == "interrupted"
+    assert list_runs(tmp_path, live_ids=frozenset({second}))[0].status == "queued"
+
+
+def test_list_runs_is_newest_first(tmp_path):
+    ids = [create_run(student(label=str(k)), tmp_path) for k in range(3)]
+    for offset, run_id in enumerate(ids):
+        config = read_json(tmp_path / run_id / "config.json")
+        (tmp_path / run_id / "config.json").write_text(json.dumps({**config, "created_at": offset}))
+    assert [record.run_id for record in list_runs(tmp_path)] == ids[::-1]
+
+
+def test_load_run_of_an_unknown_id_is_a_run_error(tmp_path):
+    with pytest.raises(RunError, match="No run"):
+        load_run("missing-run", tmp_path)
+
+
+# --- the manager --------------------------------------------------------------------------------
+
+
+def test_manager_runs_submitted_runs_in_order(tmp_path, fast_synthetic):
+    manager = RunManager(tmp_path)
+    first = manager.submit(student(epochs=1))
+    second = manager.submit(student(epochs=1, seed=1))
+    done_second = manager.wait(second, timeout=120)
+    done_first = manager.wait(first, timeout=120)
+    assert done_first["status"] == done_second["status"] == "finished"
+    assert done_first["ended_at"] <= done_second["started_at"]
+    assert {record.run_id: record.status for record in manager.runs()} == {
+        first: "finished",
+        second: "finished",
+    }
+    assert len(done_first["batch_losses"]) == 2  # 64 images in batches of 32
+    assert [row["epoch"] for row in done_first["metrics"]] == [1]
+    assert done_first["batch_losses"][-1]["step"] == 2
+
+
+def test_manager_cancels_a_queued_run(tmp_path, fast_synthetic, monkeypatch):
+    gate = threading.Event()
+    real_execute = manager_module.execute_run
+    manager = RunManager(tmp_path)
+
+    def gated(run_id, *args, **kwargs):
+        gate.wait(60)
+        return real_execute(run_id, *args, **kwargs)
+
+    monkeypatch.setattr(manager_module, "execute_run", gated)
+    first = manager.submit(student(epochs=1))
+    queued = manager.submit(student(epochs=1))
+    assert manager.snapshot(queued)["status"] == "queued"
+    manager.stop(queued)
+    gate.set()
+    assert manager.wait(first, timeout=120)["status"] == "finished"
+    state = manager.wait(queued, timeout=120)
+    assert (state["status"], state["phase"]) == ("stopped", "cancelled")
+    assert read_json(tmp_path / queued / "status.json")["status"] == "stopped"
+    assert not (tmp_path / queued / "metrics.jsonl").exists()
+
+
+def test_manager_stops_a_running_run(tmp_path, fast_synthetic, monkeypatch):
+    real_execute = manager_module.execute_run
+    manager = RunManager(tmp_path)
+
+    def stop_after_first_batch(run_id, root, callbacks=(), stop_event=None, **kwargs):
+        stopper = StopAfter(stop_event, 1)
+        return real_execute(run_id, root, callbacks=[*callbacks, stopper], stop_event=stop_event)
+
+    monkeypatch.setattr(manager_module, "execute_run", stop_after_first_batch)
+    run_id = manager.submit(student(epochs=2))
+    state = manager.wait(run_id, timeout=120)
+    assert state["status"] == "stopped" and len(state["batch_losses"]) == 1
+    assert manager.run(run_id).status == "stopped"
+
+
+def test_manager_refuses_an_impossible_run_and_stops_unknown_ids_clearly(tmp_path):
+    manager = RunManager(tmp_path)
+    with pytest.raises(RunError, match="Temperature"):
+        manager.submit(student(temperature=0))
+    assert manager.runs() == []
+    with pytest.raises(RunError, match="not queued or running"):
+        manager.stop("nothing-here")

@@ -1,0 +1,6 @@
+"""Streamlit helpers shared by the dashboard's pages (the one place besides pages that uses st).
+
+context.py      the process-wide RunManager, the data source, cached data and models
+runs_view.py    run names, tables, pickers and the live panel that polls a training run
+predictions.py  models on single images (no Streamlit): logits, uploads classified per file
+"""
