@@ -33,13 +33,19 @@ def run_benchmarks(source: str, batches: int = 60, device: str = "auto") -> dict
     folder = image_folder_for(source)
     teacher_batches = max(6, batches // 4)
 
-    study_student = study_pipeline_images_per_s(folder, STUDENT_ARCH, "student", batches, batch_size)
-    ours_student = ours_images_per_s(train, test, STUDENT_ARCH, "student", batches, batch_size, device_)
+    study_student = study_pipeline_images_per_s(
+        folder, STUDENT_ARCH, "student", batches, batch_size
+    )
+    ours_student = ours_images_per_s(
+        train, test, STUDENT_ARCH, "student", batches, batch_size, device_
+    )
     epochs = distillation_epochs(train, test, batches, batch_size, device_)
-    study_teacher = study_pipeline_images_per_s(folder, DEFAULT_TEACHER_ARCH, "teacher",
-                                                teacher_batches, batch_size)  # fmt: skip
-    ours_teacher = ours_images_per_s(train, test, DEFAULT_TEACHER_ARCH, "teacher", teacher_batches,
-                                     batch_size, device_)  # fmt: skip
+    study_teacher = study_pipeline_images_per_s(
+        folder, DEFAULT_TEACHER_ARCH, "teacher", teacher_batches, batch_size
+    )
+    ours_teacher = ours_images_per_s(
+        train, test, DEFAULT_TEACHER_ARCH, "teacher", teacher_batches, batch_size, device_
+    )
     return {
         "device": str(device_),
         "threads": torch.get_num_threads(),
@@ -60,15 +66,18 @@ def study_pipeline_images_per_s(
     """Training images/s of the study's ImageFolder + PIL + DataLoader pipeline on the CPU."""
     from torchvision import datasets, transforms
 
-    transform = transforms.Compose([
-        transforms.RandomHorizontalFlip(),
-        transforms.RandomCrop(32, padding=4),
-        transforms.ToTensor(),
-        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    ])  # fmt: skip
+    transform = transforms.Compose(
+        [
+            transforms.RandomHorizontalFlip(),
+            transforms.RandomCrop(32, padding=4),
+            transforms.ToTensor(),
+            transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        ]
+    )
     dataset = datasets.ImageFolder(str(folder / "train"), transform=transform)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                         num_workers=2, persistent_workers=False)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=2, persistent_workers=False
+    )
     torch.manual_seed(0)
     model = build_model(arch, len(dataset.classes))
     optimizer = build_optimizer(model, _config(role, batch_size))
@@ -88,15 +97,25 @@ def study_pipeline_images_per_s(
 
 
 def ours_images_per_s(
-    train: ImageSet, test: ImageSet, arch: str, role: str, batches: int, batch_size: int,
+    train: ImageSet,
+    test: ImageSet,
+    arch: str,
+    role: str,
+    batches: int,
+    batch_size: int,
     device: torch.device,
-) -> float:  # fmt: skip
+) -> float:
     """Training images/s of the engine (the epoch's own measurement, evaluation excluded)."""
     subset = train.subset((batches + WARMUP_BATCHES) * batch_size)
     torch.manual_seed(0)
     model = build_model(arch, len(train.classes))
-    fit(model, subset.subset(WARMUP_BATCHES * batch_size), test.subset(10),
-        _config(role, batch_size), device=device)  # fmt: skip
+    fit(
+        model,
+        subset.subset(WARMUP_BATCHES * batch_size),
+        test.subset(10),
+        _config(role, batch_size),
+        device=device,
+    )
     result = fit(model, subset, test.subset(10), _config(role, batch_size), device=device)
     return round(result.history[0]["images_per_s"], 1)
 
@@ -112,8 +131,14 @@ def distillation_epochs(
     def epoch_seconds(distillation: Distillation | None) -> float:
         torch.manual_seed(0)
         started = time.perf_counter()
-        fit(build_model(STUDENT_ARCH, len(train.classes)), subset, test.subset(10), config,
-            distillation=distillation, device=device)  # fmt: skip
+        fit(
+            build_model(STUDENT_ARCH, len(train.classes)),
+            subset,
+            test.subset(10),
+            config,
+            distillation=distillation,
+            device=device,
+        )
         return round(time.perf_counter() - started, 2)
 
     epoch_seconds(None)  # warm-up
@@ -158,5 +183,10 @@ def _write_pngs(image_set: ImageSet, folder: Path) -> None:
 
 def _config(role: str, batch_size: int) -> TrainConfig:
     defaults = ROLE_DEFAULTS[role]
-    return TrainConfig(epochs=1, batch_size=batch_size, optimizer=defaults["optimizer"],
-                       lr=defaults["lr"], weight_decay=defaults["weight_decay"])  # fmt: skip
+    return TrainConfig(
+        epochs=1,
+        batch_size=batch_size,
+        optimizer=defaults["optimizer"],
+        lr=defaults["lr"],
+        weight_decay=defaults["weight_decay"],
+    )

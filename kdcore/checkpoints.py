@@ -24,7 +24,7 @@ class CheckpointError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to a temporary file beside `path`, then rename: readers never see half a file."""
+    """`torch.save` to a temporary file beside `path`, then rename: no reader sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -46,7 +46,9 @@ def save_checkpoint(
     classes: tuple[str, ...] | list[str],
     meta: dict[str, Any] | None = None,
 ) -> None:
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    state = {
+        name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
+    }
     atomic_torch_save(
         {
             "format": FORMAT,
@@ -75,8 +77,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a kdcore checkpoint.")
     if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}; "
-                              f"this kdcore reads version {VERSION}.")  # fmt: skip
+        raise CheckpointError(
+            f"{path} has checkpoint version {payload.get('version')}; "
+            f"this kdcore reads version {VERSION}."
+        )
     return payload
 
 
@@ -89,5 +93,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         model = build_model(payload["arch"], payload["num_classes"])
         model.load_state_dict(payload["state_dict"], strict=True)
     except (ModelError, RuntimeError, KeyError) as error:
-        raise CheckpointError(f"Checkpoint {path} does not fit its architecture: {error}") from error
+        raise CheckpointError(
+            f"Checkpoint {path} does not fit its architecture: {error}"
+        ) from error
     return model.to(device).eval(), payload

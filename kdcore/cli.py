@@ -38,21 +38,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kdcore",
-        description="Knowledge distillation on CIFAR-10: train teachers, students, distil, compare.",
+        description="Knowledge distillation on CIFAR-10: teachers, students, distillation.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    teacher = _command(commands, "teacher", "train a ResNet teacher with cross-entropy", run_teacher)
+    teacher = _command(
+        commands, "teacher", "train a ResNet teacher with cross-entropy", run_teacher
+    )
     teacher.add_argument("--arch", default=DEFAULT_TEACHER_ARCH, choices=list(TEACHER_ARCHS))
-    teacher.add_argument("--init", default="scratch", choices=TEACHER_INITS,
-                         help="scratch, ImageNet weights, or a local weights file (default scratch)")  # fmt: skip
-    teacher.add_argument("--weights-file", help="ImageNet-shaped state_dict for --init imagenet/file")
+    teacher.add_argument(
+        "--init",
+        default="scratch",
+        choices=TEACHER_INITS,
+        help="scratch, ImageNet weights, or a local weights file (default scratch)",
+    )
+    teacher.add_argument(
+        "--weights-file", help="ImageNet-shaped state_dict for --init imagenet/file"
+    )
     _training_flags(teacher)
 
-    student = _command(commands, "student", "train the SmallCNN student alone (baseline)", run_student)
+    student = _command(
+        commands, "student", "train the SmallCNN student alone (baseline)", run_student
+    )
     _training_flags(student)
 
-    distill = _command(commands, "distill", "distil the SmallCNN student from a teacher", run_distill)
+    distill = _command(
+        commands, "distill", "distil the SmallCNN student from a teacher", run_distill
+    )
     distill.add_argument("--teacher", required=True, help="a teacher run id or a checkpoint path")
     distill.add_argument("--temperature", "-T", type=float, default=2.0, help="softening T (2.0)")
     distill.add_argument("--alpha", type=float, default=0.5, help="weight of the soft term (0.5)")
@@ -60,15 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = _command(commands, "evaluate", "test accuracy of a checkpoint or run", run_evaluate)
     evaluate.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
-    evaluate.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+    evaluate.add_argument(
+        "--out", type=Path, default=Path("checkpoints"), help="checkpoints folder"
+    )
     _data_flags(evaluate)
 
-    classify = _command(commands, "classify", "classify image files with a checkpoint", run_classify)
+    classify = _command(
+        commands, "classify", "classify image files with a checkpoint", run_classify
+    )
     classify.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
     classify.add_argument("images", nargs="+", help="png, jpg, jpeg, webp or bmp files")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--temperature", "-T", type=float, default=1.0)
-    classify.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+    classify.add_argument(
+        "--out", type=Path, default=Path("checkpoints"), help="checkpoints folder"
+    )
 
     bench = _command(commands, "bench", "measure speed against the study's pipeline", run_bench)
     _data_flags(bench)
@@ -97,10 +115,13 @@ def _command(commands, name: str, help_text: str, handler) -> argparse.ArgumentP
 
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", default=default_data(),
-                        help="train/<class>/ + test/<class>/ folder (or .tar.gz of one), a "
-                        "torchvision CIFAR-10 root, 'cifar10' (data/cifar10) or 'synthetic' "
-                        "(default: $KDCORE_DATA or cifar10)")  # fmt: skip
+    parser.add_argument(
+        "--data-dir",
+        default=default_data(),
+        help="train/<class>/ + test/<class>/ folder (or .tar.gz of one), a "
+        "torchvision CIFAR-10 root, 'cifar10' (data/cifar10) or 'synthetic' "
+        "(default: $KDCORE_DATA or cifar10)",
+    )
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
@@ -116,17 +137,29 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace, role: str, **fields) -> RunSpec:
-    return RunSpec(role=role, data=args.data_dir, epochs=args.epochs, seed=args.seed,
-                   train_subset=args.train_subset, batch_size=args.batch_size, lr=args.lr,
-                   label=args.label, **fields)  # fmt: skip
+    return RunSpec(
+        role=role,
+        data=args.data_dir,
+        epochs=args.epochs,
+        seed=args.seed,
+        train_subset=args.train_subset,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        label=args.label,
+        **fields,
+    )
 
 
 def _train(spec: RunSpec, args: argparse.Namespace) -> int:
     run_id = create_run(spec, args.out)
     print(f"run {run_id} -> {args.out / run_id}", file=sys.stderr)
     result = execute_run(run_id, args.out, callbacks=[ProgressBar()], device=args.device)
-    summary = {"run_id": run_id, "status": result.status, "best_test_acc": result.best_test_acc,
-               "final_test_acc": result.history[-1]["test_acc"] if result.history else None}  # fmt: skip
+    summary = {
+        "run_id": run_id,
+        "status": result.status,
+        "best_test_acc": result.best_test_acc,
+        "final_test_acc": result.history[-1]["test_acc"] if result.history else None,
+    }
     print(json.dumps(summary))
     return 0 if result.status == "finished" else 1
 
@@ -141,8 +174,9 @@ def run_student(args: argparse.Namespace) -> int:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    spec = _spec(args, "distill", teacher=args.teacher, temperature=args.temperature,
-                 alpha=args.alpha)  # fmt: skip
+    spec = _spec(
+        args, "distill", teacher=args.teacher, temperature=args.temperature, alpha=args.alpha
+    )
     return _train(spec, args)
 
 
@@ -154,15 +188,29 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, payload = load_model(_checkpoint_path(args.checkpoint, args.out), device)
     test = load_split(args.data_dir, "test")
     logs = evaluate(model, test, device)
-    print(json.dumps({"arch": payload["arch"], "test_loss": logs["loss"], "test_acc": logs["acc"],
-                      "images": len(test)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "arch": payload["arch"],
+                "test_loss": logs["loss"],
+                "test_acc": logs["acc"],
+                "images": len(test),
+            }
+        )
+    )
     return 0
 
 
 def run_classify(args: argparse.Namespace) -> int:
     from kdcore.checkpoints import load_model
-    from kdcore.inference import ImageDecodeError, decode_image, image_to_tensor, predict, top_k
-    from kdcore.inference import to_model_view
+    from kdcore.inference import (
+        ImageDecodeError,
+        decode_image,
+        image_to_tensor,
+        predict,
+        to_model_view,
+        top_k,
+    )
 
     model, payload = load_model(_checkpoint_path(args.checkpoint, args.out))
     failures = 0
@@ -182,8 +230,11 @@ def run_classify(args: argparse.Namespace) -> int:
 def run_bench(args: argparse.Namespace) -> int:
     from kdcore.bench import run_benchmarks
 
-    print(json.dumps(run_benchmarks(args.data_dir, batches=args.batches, device=args.device),
-                     indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            run_benchmarks(args.data_dir, batches=args.batches, device=args.device), indent=2
+        )
+    )
     return 0
 
 
@@ -196,8 +247,10 @@ def run_study(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     for record in list_runs(args.out):
         best = f"{record.best_test_acc:.2%}" if record.best_test_acc is not None else "-"
-        print(f"{record.run_id}  {record.spec.role:8s} {record.status:11s} "
-              f"epochs {len(record.metrics)}/{record.spec.epochs}  best {best}")  # fmt: skip
+        print(
+            f"{record.run_id}  {record.spec.role:8s} {record.status:11s} "
+            f"epochs {len(record.metrics)}/{record.spec.epochs}  best {best}"
+        )
     return 0
 
 

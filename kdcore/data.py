@@ -29,8 +29,17 @@ DEFAULT_CIFAR10_ROOT = Path("data/cifar10")
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 IMAGE_SIZE = 32
 CACHE_VERSION = 1
 
@@ -121,7 +130,13 @@ def source_fingerprint(source: str) -> str:
         return f"synthetic-v{CACHE_VERSION}"
     path = _cifar10_root(source) if source == CIFAR10 else Path(source).expanduser().resolve()
     stat = path.stat() if path.exists() else None
-    token = f"{path}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}|{CACHE_VERSION}"
+    token = (
+        f"{path}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}|{CACHE_VERSION}"
+    )
+    if path.is_dir():  # a folder's own stat misses edits inside train/<class>/: stat every file
+        files = [f.stat() for f in path.rglob("*") if f.is_file()]
+        newest = max((f.st_mtime_ns for f in files), default=0)
+        token += f"|{len(files)}|{sum(f.st_size for f in files)}|{newest}"
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
@@ -138,8 +153,10 @@ def synthetic_split(split: str, per_class: int | None = None) -> ImageSet:
     generator = torch.Generator().manual_seed(0 if split == "train" else 1)
     labels = torch.arange(10).repeat_interleave(per_class)
     n = len(labels)
-    palette = torch.tensor([[230, 60, 60], [60, 200, 60], [70, 90, 230], [220, 200, 50],
-                            [200, 70, 200]], dtype=torch.float32)  # fmt: skip
+    palette = torch.tensor(
+        [[230, 60, 60], [60, 200, 60], [70, 90, 230], [220, 200, 50], [200, 70, 200]],
+        dtype=torch.float32,
+    )
     colours = palette[labels % 5] + torch.randn(n, 3, generator=generator) * 20
     period = (4 + 2 * (labels // 5)).float()  # (N,) 4 or 6 pixels
     phase = torch.rand(n, generator=generator) * 6.28
@@ -165,7 +182,9 @@ def _decode_source(source: str, split: str) -> ImageSet:
     if not status.ready:
         raise DataError(status.message)
     path = Path(source).expanduser()
-    members = _archive_members(path, split) if status.kind == "archive" else _folder_members(path, split)
+    members = (
+        _archive_members(path, split) if status.kind == "archive" else _folder_members(path, split)
+    )
     return _decode_members(members, f"{path} ({split})")
 
 

@@ -29,7 +29,7 @@ SCHEDULES = ("onecycle", "constant")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and schedule of one fit. `lr` is the peak learning rate of the one-cycle schedule."""
+    """Optimiser and schedule of one fit; `lr` is the one-cycle schedule's peak learning rate."""
 
     epochs: int = 10
     batch_size: int = 128
@@ -51,7 +51,9 @@ class TrainConfig:
         if not self.lr > 0:
             raise ValueError(f"Learning rate must be greater than 0 (got {self.lr}).")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"Unknown optimiser {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}.")
+            raise ValueError(
+                f"Unknown optimiser {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}."
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"Unknown schedule {self.schedule!r}; use {' or '.join(SCHEDULES)}.")
         if not 0 < self.warmup_fraction < 1:
@@ -151,8 +153,16 @@ def fit(
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
     images, labels = train.images.to(device), train.labels.to(device)
     emit = _Emitter(callbacks)
-    emit("on_fit_start", {"steps_per_epoch": steps_per_epoch, "epochs": config.epochs,
-                          "train_size": len(train), "test_size": len(test), "device": str(device)})  # fmt: skip
+    emit(
+        "on_fit_start",
+        {
+            "steps_per_epoch": steps_per_epoch,
+            "epochs": config.epochs,
+            "train_size": len(train),
+            "test_size": len(test),
+            "device": str(device),
+        },
+    )
     result, started = FitResult("finished"), time.perf_counter()
     for epoch in range(config.epochs):
         epoch_started = time.perf_counter()
@@ -190,8 +200,13 @@ def fit(
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
-                               weight_decay=config.weight_decay)  # fmt: skip
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay,
+        )
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -254,12 +269,21 @@ class _StepContext:
             loss_sum += loss * len(indices)
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(indices)
-            step_logs = {"loss": loss, "epoch": epoch + 1, "batch": batch_index + 1,
-                         "batches": batches, **{k: v.item() for k, v in terms.items() if k != "loss"}}  # fmt: skip
+            step_logs = {
+                "loss": loss,
+                "epoch": epoch + 1,
+                "batch": batch_index + 1,
+                "batches": batches,
+                **{k: v.item() for k, v in terms.items() if k != "loss"},
+            }
             self.emit("on_batch_end", epoch * batches + batch_index + 1, step_logs)
         seconds = time.perf_counter() - started
-        return {"train_loss": loss_sum / seen, "train_acc": correct / seen,
-                "images_per_s": seen / seconds, "lr": self.scheduler.get_last_lr()[0]}  # fmt: skip
+        return {
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "images_per_s": seen / seconds,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
 
     def _step(
         self, inputs: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None

@@ -43,11 +43,24 @@ class LiveState(Callback):
     def __init__(self, run_id: str, spec: RunSpec) -> None:
         self.lock = threading.Lock()
         self.state: dict[str, Any] = {
-            "run_id": run_id, "status": "queued", "phase": "queued", "epochs": spec.epochs,
-            "epoch": 0, "batch": 0, "batches": 0, "steps_per_epoch": None, "step": 0,
-            "batch_losses": [], "metrics": [], "images_per_s": None, "eta_s": None,
-            "teacher_progress": None, "error": None, "started_at": None, "ended_at": None,
-        }  # fmt: skip
+            "run_id": run_id,
+            "status": "queued",
+            "phase": "queued",
+            "epochs": spec.epochs,
+            "epoch": 0,
+            "batch": 0,
+            "batches": 0,
+            "steps_per_epoch": None,
+            "step": 0,
+            "batch_losses": [],
+            "metrics": [],
+            "images_per_s": None,
+            "eta_s": None,
+            "teacher_progress": None,
+            "error": None,
+            "started_at": None,
+            "ended_at": None,
+        }
         self.batch_timer: tuple[float, int] | None = None
 
     def update(self, **fields: Any) -> None:
@@ -59,8 +72,12 @@ class LiveState(Callback):
             return copy.deepcopy(self.state)
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
-        self.update(status="running", phase="training", started_at=time.time(),
-                    steps_per_epoch=info["steps_per_epoch"])  # fmt: skip
+        self.update(
+            status="running",
+            phase="training",
+            started_at=time.time(),
+            steps_per_epoch=info["steps_per_epoch"],
+        )
 
     def on_phase(self, phase: str, done: int, total: int) -> None:
         self.update(phase=phase, teacher_progress=done / max(1, total))
@@ -68,8 +85,13 @@ class LiveState(Callback):
     def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
         with self.lock:
-            self.state.update(phase="training", step=step, epoch=logs["epoch"],
-                              batch=logs["batch"], batches=logs["batches"])  # fmt: skip
+            self.state.update(
+                phase="training",
+                step=step,
+                epoch=logs["epoch"],
+                batch=logs["batch"],
+                batches=logs["batches"],
+            )
             losses = self.state["batch_losses"]
             losses.append({"step": step, "loss": logs["loss"]})
             if len(losses) > MAX_BATCH_POINTS:
@@ -142,8 +164,11 @@ class RunManager:
 
     def active_ids(self) -> frozenset[str]:
         with self._lock:
-            return frozenset(rid for rid, live in self._live.items()
-                             if live.snapshot()["status"] in ("queued", "running"))  # fmt: skip
+            return frozenset(
+                rid
+                for rid, live in self._live.items()
+                if live.snapshot()["status"] in ("queued", "running")
+            )
 
     def runs(self) -> list[RunRecord]:
         return list_runs(self.root, self.active_ids())

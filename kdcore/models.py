@@ -32,7 +32,7 @@ class ModelError(ValueError):
 
 
 class SmallCNN(nn.Module):
-    """The study's student: three 3x3 conv layers (32/64/128), global average pooling, a linear head.
+    """The study's student: three 3x3 convs (32/64/128), global average pooling, a linear head.
 
     Parameter names (`features.0`, `features.3`, `features.6`, `classifier`) are the study's, so
     its state_dicts load here with `strict=True` and ours load there.
@@ -85,7 +85,9 @@ def build_teacher(
     """
     builder, weights_enum_name = _teacher_entry(arch)
     if init not in TEACHER_INITS:
-        raise ModelError(f"Unknown initialisation {init!r}; choose one of {', '.join(TEACHER_INITS)}.")
+        raise ModelError(
+            f"Unknown initialisation {init!r}; choose one of {', '.join(TEACHER_INITS)}."
+        )
     if init == "scratch":
         return build_model(arch, num_classes)
     if init == "file" and weights_file is None:
@@ -127,7 +129,9 @@ def _read_backbone_state(path: Path, arch: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ModelError(f"Weights file {path} is not a readable PyTorch state_dict: {error}") from error
+        raise ModelError(
+            f"Weights file {path} is not a readable PyTorch state_dict: {error}"
+        ) from error
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -28,8 +28,10 @@ class ProgressBar(Callback):
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
         self.epochs = info["epochs"]
-        self._line(f"training on {info['device']}: {info['train_size']} images, "
-                   f"{info['steps_per_epoch']} batches/epoch, {self.epochs} epochs\n")  # fmt: skip
+        self._line(
+            f"training on {info['device']}: {info['train_size']} images, "
+            f"{info['steps_per_epoch']} batches/epoch, {self.epochs} epochs\n"
+        )
 
     def on_phase(self, phase: str, done: int, total: int) -> None:
         if self._due(done == total):
@@ -38,8 +40,10 @@ class ProgressBar(Callback):
     def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
         if self._due(logs["batch"] == logs["batches"]):
             fraction = logs["batch"] / logs["batches"]
-            self._line(f"\repoch {logs['epoch']}/{self.epochs} {self._bar(fraction)} "
-                       f"{logs['batch']}/{logs['batches']} loss {logs['loss']:.3f}")  # fmt: skip
+            self._line(
+                f"\repoch {logs['epoch']}/{self.epochs} {self._bar(fraction)} "
+                f"{logs['batch']}/{logs['batches']} loss {logs['loss']:.3f}"
+            )
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         self._line(
@@ -52,8 +56,10 @@ class ProgressBar(Callback):
 
     def on_fit_end(self, status: str, logs: dict[str, Any]) -> None:
         best = logs.get("best_test_acc")
-        self._line(f"{status}; best test accuracy {best:.2%}\n" if best is not None else
-                   f"{status}\n", always=True)  # fmt: skip
+        self._line(
+            f"{status}; best test accuracy {best:.2%}\n" if best is not None else f"{status}\n",
+            always=True,
+        )
 
     def _due(self, last: bool) -> bool:
         now = time.monotonic()

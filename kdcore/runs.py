@@ -81,7 +81,9 @@ class RunSpec:
             batch_size=self.batch_size,
             optimizer=self.optimizer or defaults["optimizer"],
             lr=self.lr if self.lr is not None else defaults["lr"],
-            weight_decay=defaults["weight_decay"] if self.weight_decay is None else self.weight_decay,
+            weight_decay=defaults["weight_decay"]
+            if self.weight_decay is None
+            else self.weight_decay,
             label_smoothing=self.label_smoothing,
             seed=self.seed,
         )
@@ -104,8 +106,9 @@ def validate(spec: RunSpec, root: Path = DEFAULT_ROOT) -> None:
     if spec.role not in ROLES:
         raise RunError(f"Unknown role {spec.role!r}; use one of {', '.join(ROLES)}.")
     if spec.role == "teacher" and spec.model_arch not in TEACHER_ARCHS:
-        raise RunError(f"Unknown teacher architecture {spec.model_arch!r}; known: "
-                       f"{', '.join(TEACHER_ARCHS)}.")  # fmt: skip
+        raise RunError(
+            f"Unknown teacher architecture {spec.model_arch!r}; known: {', '.join(TEACHER_ARCHS)}."
+        )
     if spec.role != "teacher" and spec.model_arch != STUDENT_ARCH:
         raise RunError(f"Students are {STUDENT_ARCH}; got {spec.model_arch!r}.")
     if spec.init not in TEACHER_INITS:
@@ -185,7 +188,13 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_status(folder: Path, status: str, **fields: Any) -> None:
     previous = read_json(folder / "status.json")
-    payload = {**previous, **fields, "status": status, "updated_at": time.time(), "pid": os.getpid()}
+    payload = {
+        **previous,
+        **fields,
+        "status": status,
+        "updated_at": time.time(),
+        "pid": os.getpid(),
+    }
     write_json(folder / "status.json", payload)
 
 
@@ -224,12 +233,21 @@ class RunRecorder(Callback):
             file.flush()
             os.fsync(file.fileno())
         self.epochs_done = epoch
-        meta = {"run_id": self.folder.name, "role": self.spec.role, "epoch": epoch,
-                "test_acc": logs["test_acc"], "spec": self.spec.to_dict()}  # fmt: skip
+        meta = {
+            "run_id": self.folder.name,
+            "role": self.spec.role,
+            "epoch": epoch,
+            "test_acc": logs["test_acc"],
+            "spec": self.spec.to_dict(),
+        }
         if logs["test_acc"] > self.best_acc:
             self.best_acc = logs["test_acc"]
-            save_checkpoint(self.folder / "best.pt", self.model, self.spec.model_arch, self.classes, meta)
-        save_checkpoint(self.folder / "last.pt", self.model, self.spec.model_arch, self.classes, meta)
+            save_checkpoint(
+                self.folder / "best.pt", self.model, self.spec.model_arch, self.classes, meta
+            )
+        save_checkpoint(
+            self.folder / "last.pt", self.model, self.spec.model_arch, self.classes, meta
+        )
         write_status(self.folder, "running", epochs_done=epoch, best_test_acc=self.best_acc)
 
 
@@ -249,7 +267,9 @@ def execute_run(
     try:
         return _execute(spec, folder, root, callbacks, stop_event, pick_device(device))
     except BaseException as error:
-        write_status(folder, "failed", error=f"{type(error).__name__}: {error}", ended_at=time.time())
+        write_status(
+            folder, "failed", error=f"{type(error).__name__}: {error}", ended_at=time.time()
+        )
         raise
 
 
@@ -260,15 +280,34 @@ def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
     model = _initial_model(spec, len(train.classes))
     distillation, teacher_outputs = _distillation(spec, train, root, device)
     recorder = RunRecorder(folder, model, spec, train.classes)
-    result = fit(model, train, test, spec.train_config(), distillation=distillation,
-                 callbacks=[recorder, *callbacks], stop_event=stop_event, device=device)  # fmt: skip
+    result = fit(
+        model,
+        train,
+        test,
+        spec.train_config(),
+        distillation=distillation,
+        callbacks=[recorder, *callbacks],
+        stop_event=stop_event,
+        device=device,
+    )
     extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
     if result.status == "stopped":
-        meta = {"run_id": folder.name, "role": spec.role, "epoch": recorder.epochs_done,
-                "stopped": True, "spec": spec.to_dict()}  # fmt: skip
+        meta = {
+            "run_id": folder.name,
+            "role": spec.role,
+            "epoch": recorder.epochs_done,
+            "stopped": True,
+            "spec": spec.to_dict(),
+        }
         save_checkpoint(folder / "last.pt", model, spec.model_arch, train.classes, meta)
-    write_status(folder, result.status, ended_at=time.time(), best_test_acc=result.best_test_acc,
-                 epochs_done=len(result.history), **extra)  # fmt: skip
+    write_status(
+        folder,
+        result.status,
+        ended_at=time.time(),
+        best_test_acc=result.best_test_acc,
+        epochs_done=len(result.history),
+        **extra,
+    )
     return result
 
 
@@ -289,8 +328,9 @@ def _distillation(
     except CheckpointError as error:
         raise RunError(str(error)) from error
     data_key = f"{source_fingerprint(spec.data)}-n{len(train)}-seed{spec.seed}"
-    outputs = TeacherOutputs(teacher, train.images, spec.seed, cache_dir_for(checkpoint, data_key),
-                             device=device)  # fmt: skip
+    outputs = TeacherOutputs(
+        teacher, train.images, spec.seed, cache_dir_for(checkpoint, data_key), device=device
+    )
     return Distillation(outputs, spec.temperature, spec.alpha), outputs
 
 
@@ -325,7 +365,9 @@ class RunRecord:
         return self.folder / f"{which}.pt"
 
 
-def load_run(run_id: str, root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset()) -> RunRecord:
+def load_run(
+    run_id: str, root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset()
+) -> RunRecord:
     """A run by id; a run marked active that no live process owns is reported `interrupted`."""
     folder = run_dir(run_id, root)
     config = read_json(folder / "config.json")
@@ -335,8 +377,15 @@ def load_run(run_id: str, root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = 
     status = info.get("status", "interrupted")
     if status in ACTIVE and run_id not in live_ids and not _owned_by_other_process(info):
         status = "interrupted"
-    return RunRecord(run_id, folder, RunSpec.from_dict(config), status,
-                     config.get("created_at", 0.0), tuple(read_metrics(folder)), info)  # fmt: skip
+    return RunRecord(
+        run_id,
+        folder,
+        RunSpec.from_dict(config),
+        status,
+        config.get("created_at", 0.0),
+        tuple(read_metrics(folder)),
+        info,
+    )
 
 
 def list_runs(root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset()) -> list[RunRecord]:

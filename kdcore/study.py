@@ -80,10 +80,12 @@ def comparison_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     rows = []
     for result in STUDY_RESULTS:
         record = matches[result.key]
-        rows.append({
-            "setting": result.setting,
-            "study_acc": result.test_acc,
-            "our_acc": record.best_test_acc if record else None,
-            "run_id": record.run_id if record else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "setting": result.setting,
+                "study_acc": result.test_acc,
+                "our_acc": record.best_test_acc if record else None,
+                "run_id": record.run_id if record else None,
+            }
+        )
     return rows

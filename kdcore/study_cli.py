@@ -17,24 +17,44 @@ def reproduce_study(args: argparse.Namespace) -> int:
 
     A teacher that cannot be built (ImageNet weights offline) is reported and its rows stay empty.
     """
-    common = {"data": args.data_dir, "seed": args.seed, "train_subset": args.train_subset,
-              "batch_size": args.batch_size}  # fmt: skip
+    common = {
+        "data": args.data_dir,
+        "seed": args.seed,
+        "train_subset": args.train_subset,
+        "batch_size": args.batch_size,
+    }
     teachers = {}
     for init in ("scratch", "imagenet"):
-        spec = RunSpec(role="teacher", arch=args.arch, init=init, weights_file=args.weights_file,
-                       epochs=args.teacher_epochs, lr=args.lr, label=f"study teacher ({init})",
-                       **common)  # fmt: skip
+        spec = RunSpec(
+            role="teacher",
+            arch=args.arch,
+            init=init,
+            weights_file=args.weights_file,
+            epochs=args.teacher_epochs,
+            lr=args.lr,
+            label=f"study teacher ({init})",
+            **common,
+        )
         teachers[init] = _train_or_report(spec, args)
-    _train_or_report(RunSpec(role="student", epochs=args.epochs, label="study student alone",
-                             **common), args)  # fmt: skip
+    _train_or_report(
+        RunSpec(role="student", epochs=args.epochs, label="study student alone", **common), args
+    )
     for init, teacher_id in teachers.items():
         if teacher_id is None:
-            print(f"skipping the student distilled from the {init} teacher: no teacher",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"skipping the student distilled from the {init} teacher: no teacher",
+                file=sys.stderr,
+            )
             continue
-        spec = RunSpec(role="distill", teacher=teacher_id, epochs=args.epochs,
-                       temperature=args.temperature, alpha=args.alpha,
-                       label=f"study student from {init} teacher", **common)  # fmt: skip
+        spec = RunSpec(
+            role="distill",
+            teacher=teacher_id,
+            epochs=args.epochs,
+            temperature=args.temperature,
+            alpha=args.alpha,
+            label=f"study student from {init} teacher",
+            **common,
+        )
         _train_or_report(spec, args)
     print_table(comparison_rows(list_runs(args.out)))
     return 0

@@ -64,9 +64,15 @@ def image_bytes(colour: tuple[int, int, int], size: tuple[int, int], fmt: str) -
 # purpose, and one image is 40x24 so it must be resized to 32x32.
 FOLDER_LAYOUT = {
     "train": {
-        "zebra": [("b.png", (10, 20, 30), (32, 32), "PNG"), ("a.jpg", (200, 10, 10), (32, 32), "JPEG")],
+        "zebra": [
+            ("b.png", (10, 20, 30), (32, 32), "PNG"),
+            ("a.jpg", (200, 10, 10), (32, 32), "JPEG"),
+        ],
         "ant": [("x.png", (0, 250, 0), (40, 24), "PNG")],
-        "mouse": [("m.jpeg", (0, 0, 250), (32, 32), "JPEG"), ("n.png", (90, 90, 90), (32, 32), "PNG")],
+        "mouse": [
+            ("m.jpeg", (0, 0, 250), (32, 32), "JPEG"),
+            ("n.png", (90, 90, 90), (32, 32), "PNG"),
+        ],
     },
     "test": {
         "zebra": [("t1.png", (5, 5, 5), (32, 32), "PNG")],
@@ -74,6 +80,12 @@ FOLDER_LAYOUT = {
         "mouse": [("t3.jpg", (120, 30, 200), (32, 32), "JPEG")],
     },
 }
+
+
+@pytest.fixture
+def make_image_bytes():
+    """`make_image_bytes(colour, size, fmt) -> bytes` of an image file."""
+    return image_bytes
 
 
 @pytest.fixture

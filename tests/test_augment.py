@@ -99,7 +99,9 @@ def test_flip_rate_is_one_half():
 def test_normalize_equals_to_tensor_then_normalize_half():
     image = random_images(1, seed=7)[0]
     pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-    study = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+    study = transforms.Compose(
+        [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
+    )
     expected = study(pil)
     ours = normalize(image[None])[0]
     assert ours.dtype == torch.float32
@@ -113,6 +115,8 @@ def test_train_batch_is_normalised_crop_flip():
 
 
 def test_epoch_views_are_a_pure_function_of_seed_epoch_and_size():
+    # The contract is (seed, epoch, N): the flips of image i also depend on N (they are drawn
+    # after all N offsets), so the teacher cache keys its folder by the subset size too.
     first, again = epoch_views(500, seed=3, epoch=2), epoch_views(500, seed=3, epoch=2)
     assert torch.equal(first.offsets, again.offsets) and torch.equal(first.flips, again.flips)
     other_epoch = epoch_views(500, seed=3, epoch=3)

@@ -13,8 +13,17 @@ from kdcore.cli import build_parser, main
 from kdcore.data import synthetic_split
 from kdcore.runs import list_runs
 
-SUBCOMMANDS = ["teacher", "student", "distill", "evaluate", "classify", "bench", "study", "runs",
-               "data"]  # fmt: skip
+SUBCOMMANDS = [
+    "teacher",
+    "student",
+    "distill",
+    "evaluate",
+    "classify",
+    "bench",
+    "study",
+    "runs",
+    "data",
+]
 TINY = ["--data-dir", "synthetic", "--train-subset", "300", "--epochs", "1", "--batch-size", "64"]
 
 
@@ -36,7 +45,9 @@ def test_common_flags_have_the_documented_names():
         flags = parser.parse_args([command, *(["--teacher", "x"] if command == "distill" else [])])
         for name in ("data_dir", "epochs", "out", "seed", "train_subset", "batch_size", "lr"):
             assert hasattr(flags, name), (command, name)
-    distill = parser.parse_args(["distill", "--teacher", "t", "--temperature", "4", "--alpha", "0.9"])
+    distill = parser.parse_args(
+        ["distill", "--teacher", "t", "--temperature", "4", "--alpha", "0.9"]
+    )
     assert (distill.temperature, distill.alpha) == (4.0, 0.9)
 
 
@@ -49,8 +60,18 @@ def trained_runs(tmp_path, capsys, fast_synthetic):
     teacher = last_json(capsys.readouterr().out)
     assert main(["student", *TINY, "--out", str(out)]) == 0
     student = last_json(capsys.readouterr().out)
-    distill_args = ["distill", "--teacher", teacher["run_id"], "-T", "4", "--alpha", "0.7", *TINY,
-                    "--out", str(out)]  # fmt: skip
+    distill_args = [
+        "distill",
+        "--teacher",
+        teacher["run_id"],
+        "-T",
+        "4",
+        "--alpha",
+        "0.7",
+        *TINY,
+        "--out",
+        str(out),
+    ]
     assert main(distill_args) == 0
     distilled = last_json(capsys.readouterr().out)
     return out, teacher, student, distilled
@@ -84,8 +105,9 @@ def test_classify_reports_each_file_and_survives_a_broken_one(trained_runs, tmp_
     Image.new("RGB", (50, 40), (200, 30, 30)).save(good)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image at all")
-    code = main(["classify", student["run_id"], str(good), str(broken), "--out", str(out),
-                 "--top-k", "2"])  # fmt: skip
+    code = main(
+        ["classify", student["run_id"], str(good), str(broken), "--out", str(out), "--top-k", "2"]
+    )
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert code == 1  # one file failed
     assert lines[0]["file"] == str(good) and len(lines[0]["top_k"]) == 2
@@ -125,7 +147,11 @@ def test_corrupt_checkpoint_is_refused_clearly(tmp_path, capsys):
 
 
 def test_module_entry_point_runs(tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "kdcore", "runs", "--out", str(tmp_path)],
-                               capture_output=True, text=True, cwd=Path(__file__).parents[1],
-                               timeout=120)  # fmt: skip
+    completed = subprocess.run(
+        [sys.executable, "-m", "kdcore", "runs", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[1],
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr

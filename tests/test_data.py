@@ -184,7 +184,9 @@ def test_cache_with_unexpected_tensors_is_rebuilt(image_folder, tmp_path):
     cache = tmp_path / "split-cache"
     first = load_split(str(image_folder), "train", cache_dir=cache)
     (cache_file,) = (cache / "splits").glob("*-train.pt")
-    torch.save({"images": torch.zeros(2, 3, 8, 8), "labels": torch.zeros(2), "classes": []}, cache_file)
+    torch.save(
+        {"images": torch.zeros(2, 3, 8, 8), "labels": torch.zeros(2), "classes": []}, cache_file
+    )
     assert torch.equal(load_split(str(image_folder), "train", cache_dir=cache).images, first.images)
 
 
@@ -273,3 +275,14 @@ def test_subset_of_none_or_more_is_everything_and_zero_is_refused():
     with pytest.raises(DataError, match="at least one image"):
         full.subset(0)
 
+
+def test_folder_cache_is_rebuilt_when_an_image_is_added(
+    image_folder, folder_layout, make_image_bytes
+):
+    before = load_split(str(image_folder), "train")
+    (image_folder / "train" / "ant" / "y.png").write_bytes(
+        make_image_bytes((1, 2, 3), (32, 32), "PNG")
+    )
+    after = load_split(str(image_folder), "train")
+    assert len(after) == len(before) + 1
+    assert after.labels.tolist().count(0) == len(folder_layout["train"]["ant"]) + 1

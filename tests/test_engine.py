@@ -15,7 +15,15 @@ from kdcore.models import SmallCNN
 
 CPU = torch.device("cpu")
 BATCH_KEYS = {"loss", "epoch", "batch", "batches"}
-EPOCH_KEYS = {"train_loss", "train_acc", "test_loss", "test_acc", "images_per_s", "elapsed_s", "eta_s"}
+EPOCH_KEYS = {
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "images_per_s",
+    "elapsed_s",
+    "eta_s",
+}
 TIMING_KEYS = {"images_per_s", "elapsed_s", "eta_s", "epoch_s"}
 
 
@@ -81,14 +89,14 @@ def test_events_arrive_in_order_with_the_documented_keys(tiny):
     batches = [event for event in recorder.events if event[0] == "batch"]
     assert [step for _, step, _ in batches] == list(range(1, 7))
     for index, (_, _, logs) in enumerate(batches):
-        assert BATCH_KEYS <= set(logs)
+        assert set(logs) >= BATCH_KEYS
         assert (logs["epoch"], logs["batch"], logs["batches"]) == (index // 3 + 1, index % 3 + 1, 3)
         assert logs["loss"] > 0
 
     epochs = [event for event in recorder.events if event[0] == "epoch"]
     assert [epoch for _, epoch, _ in epochs] == [1, 2]
     for _, epoch, logs in epochs:
-        assert EPOCH_KEYS <= set(logs) and logs["epoch"] == epoch
+        assert set(logs) >= EPOCH_KEYS and logs["epoch"] == epoch
         assert 0.0 <= logs["train_acc"] <= 1.0 and 0.0 <= logs["test_acc"] <= 1.0
         assert logs["images_per_s"] > 0 and logs["elapsed_s"] > 0
     assert epochs[-1][2]["eta_s"] == 0
@@ -129,7 +137,9 @@ def test_same_seed_gives_identical_weights_and_metrics(tiny):
     first = fit(first_model, train, test, config, device=CPU)
     second = fit(second_model, train, test, config, device=CPU)
     assert without_timings(first.history) == without_timings(second.history)
-    for (name, a), b in zip(first_model.state_dict().items(), second_model.state_dict().values()):
+    for (name, a), b in zip(
+        first_model.state_dict().items(), second_model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 

@@ -56,7 +56,9 @@ def test_alpha_zero_is_pure_cross_entropy():
 
 def test_alpha_one_is_pure_soft_term():
     s, t, y = batch(seed=2)
-    torch.testing.assert_close(distillation_loss(s, t, y, T=4.0, alpha=1.0), explicit_soft_term(s, t, 4.0))
+    torch.testing.assert_close(
+        distillation_loss(s, t, y, T=4.0, alpha=1.0), explicit_soft_term(s, t, 4.0)
+    )
 
 
 def test_identical_logits_give_zero_soft_term():

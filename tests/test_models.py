@@ -1,6 +1,7 @@
-"""SmallCNN matches the study's class; teachers get a fresh head; weights load offline or fail clearly."""
+"""SmallCNN matches the study's class; teachers get a fresh head; weights load or fail clearly."""
 
 from __future__ import annotations
+
 from urllib.error import URLError
 
 import pytest

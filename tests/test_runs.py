@@ -163,13 +163,15 @@ def test_a_stopped_run_keeps_a_consistent_folder(tmp_path, fast_synthetic):
 
 
 def test_teacher_run_then_distillation_from_its_run_id(tmp_path, fast_synthetic):
-    teacher_spec = RunSpec(role="teacher", arch="resnet18", **{**TINY, "epochs": 1})
+    teacher_spec = RunSpec(
+        role="teacher", arch="resnet18", **{**TINY, "epochs": 1, "train_subset": 32}
+    )
     teacher_id = create_run(teacher_spec, tmp_path)
     execute_run(teacher_id, tmp_path, device="cpu")
     assert torch.load(tmp_path / teacher_id / "best.pt", weights_only=True)["arch"] == "resnet18"
 
-    distill_id = create_run(RunSpec(role="distill", teacher=teacher_id, **{**TINY, "epochs": 1}),
-                            tmp_path)  # fmt: skip
+    distill_spec = RunSpec(role="distill", teacher=teacher_id, **{**TINY, "epochs": 1})
+    distill_id = create_run(distill_spec, tmp_path)
     execute_run(distill_id, tmp_path, device="cpu")
     status = read_json(tmp_path / distill_id / "status.json")
     assert status["status"] == "finished"

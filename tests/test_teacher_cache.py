@@ -1,4 +1,4 @@
-"""Teacher outputs are computed once per (teacher, data, seed, epoch) and reused at any T and alpha."""
+"""Teacher outputs are computed once per (teacher, data, seed, epoch), reused at any T and alpha."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def test_logits_are_keyed_by_image_index_and_equal_an_online_forward(teacher, im
     torch.testing.assert_close(logits[shuffled], online, rtol=1e-5, atol=1e-5)
 
 
-def test_a_second_reader_gets_the_stored_logits_without_a_forward(teacher, images, tmp_path, monkeypatch):
+def test_a_second_reader_gets_the_stored_logits_without_a_forward(
+    teacher, images, tmp_path, monkeypatch
+):
     first = TeacherOutputs(teacher, images, seed=0, cache_dir=tmp_path)
     computed = first.epoch_logits(0, threading.Event())
     monkeypatch.setattr(TeacherOutputs, "compute", never_called)
@@ -79,7 +81,9 @@ def test_damaged_cache_file_is_recomputed(teacher, images, tmp_path):
 
 
 def test_cache_entry_for_another_image_count_is_recomputed(teacher, images, tmp_path):
-    TeacherOutputs(teacher, images[:10], seed=0, cache_dir=tmp_path).epoch_logits(0, threading.Event())
+    TeacherOutputs(teacher, images[:10], seed=0, cache_dir=tmp_path).epoch_logits(
+        0, threading.Event()
+    )
     outputs = TeacherOutputs(teacher, images, seed=0, cache_dir=tmp_path)
     assert outputs.epoch_logits(0, threading.Event()).shape[0] == len(images)
     assert outputs.summary()["epochs_computed"] == 1
@@ -156,7 +160,7 @@ def test_second_distillation_reuses_the_cache_and_sees_the_same_views(
     assert status["teacher_cache"]["epochs_from_cache"] == 2
     assert status["teacher_cache"]["epochs_computed"] == 0
     assert len(second_inputs) == len(first_inputs) == 4
-    for first, second in zip(first_inputs, second_inputs):
+    for first, second in zip(first_inputs, second_inputs, strict=True):
         assert torch.equal(first, second)
 
 
