@@ -19,7 +19,6 @@ from ui.context import (
     device_summary,
     get_manager,
     init_state,
-    keep_page_state,
 )
 from ui.runs_view import show_runs_table, submit_ui
 
@@ -64,7 +63,7 @@ def data_source_ui() -> str:
     if status is None:
         st.sidebar.warning("Type a folder path.")
     elif status.ready:
-        st.sidebar.caption(f"✅ {status.message}")
+        st.sidebar.caption(f":material/check_circle: {status.message}")
     else:
         st.sidebar.warning(status.message)
     return source
@@ -91,7 +90,8 @@ def home() -> None:
     )
     quick_start_ui(manager)
     st.subheader("Runs")
-    st.fragment(run_every=POLL_SECONDS if manager.active_ids() else None)(_runs_list)(manager)
+    polling = bool(manager.active_ids())
+    st.fragment(run_every=POLL_SECONDS if polling else None)(_runs_list)(manager, polling)
 
 
 def quick_start_ui(manager) -> None:
@@ -102,14 +102,16 @@ def quick_start_ui(manager) -> None:
         "Train a small student on synthetic data (3 epochs)",
         key="home.quick_student_btn",
         type="primary",
-        icon="🚀",
+        icon=":material/rocket_launch:",
     ):
         run_id = submit_ui(manager, lambda: QUICK_STUDENT)
         if run_id:
             st.session_state["distill.run_id"] = run_id
             st.switch_page("pages/distill_student.py")
     if right.button(
-        "Train a tiny ResNet18 teacher on synthetic data", key="home.quick_teacher_btn", icon="🎓"
+        "Train a tiny ResNet18 teacher on synthetic data",
+        key="home.quick_teacher_btn",
+        icon=":material/school:",
     ):
         run_id = submit_ui(manager, lambda: QUICK_TEACHER)
         if run_id:
@@ -117,21 +119,28 @@ def quick_start_ui(manager) -> None:
             st.switch_page("pages/train_teacher.py")
 
 
-def _runs_list(manager) -> None:
+def _runs_list(manager, polling: bool) -> None:
+    if polling and not manager.active_ids():
+        st.rerun()  # the last active run ended: redraw once, without polling
     show_runs_table(manager.runs(), manager, key="home.runs_table")
 
 
-st.set_page_config(page_title="kdcore · distillation", page_icon="🧪", layout="wide")
-keep_page_state()
+st.set_page_config(
+    page_title="kdcore · distillation", page_icon=":material/science:", layout="wide"
+)
 data_source_ui()
 navigation = st.navigation(
     [
-        st.Page(home, title="Home", icon="🏠", default=True),
-        st.Page("pages/train_teacher.py", title="Train a teacher", icon="🎓"),
-        st.Page("pages/distill_student.py", title="Distil a student", icon="🧪"),
-        st.Page("pages/compare_runs.py", title="Compare runs", icon="📊"),
-        st.Page("pages/softened_outputs.py", title="Softened outputs", icon="🌡️"),
-        st.Page("pages/classify_images.py", title="Classify images", icon="🖼️"),
+        st.Page(home, title="Home", icon=":material/home:", default=True),
+        st.Page("pages/train_teacher.py", title="Train a teacher", icon=":material/school:"),
+        st.Page("pages/distill_student.py", title="Distil a student", icon=":material/science:"),
+        st.Page("pages/compare_runs.py", title="Compare runs", icon=":material/monitoring:"),
+        st.Page(
+            "pages/softened_outputs.py", title="Softened outputs", icon=":material/thermostat:"
+        ),
+        st.Page(
+            "pages/classify_images.py", title="Classify images", icon=":material/image_search:"
+        ),
     ]
 )
 navigation.run()

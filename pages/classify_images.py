@@ -53,8 +53,8 @@ def show_result(result: ClassifiedUpload, index: int) -> None:
             st.error(result.error)
             return
         columns = st.columns([1, 1, 2, 2])
-        columns[0].image(result.image, caption=result.name, width=160)
-        columns[1].image(enlarge(result.view), caption="32×32 model view", width=160)
+        columns[0].image(result.image, caption=result.name, width="stretch")
+        columns[1].image(enlarge(result.view), caption="32×32 model view", width="stretch")
         for column, (name, rows) in zip(columns[2:], result.top.items(), strict=False):
             column.plotly_chart(
                 topk_bars(rows, name, COLORS[name]),
@@ -70,7 +70,7 @@ if not models:
         "Needs a trained teacher or student: train one first (the home page has a quick start)."
     )
     st.stop()
-k = st.slider("Classes to show", 1, 10, key="classify.k")
+k = st.slider("Classes to show", 1, 10, key="classify.k", persist_state="session")
 uploads = st.file_uploader(
     "Images (png, jpg, jpeg, webp, bmp)",
     type=list(ACCEPTED_EXTENSIONS),

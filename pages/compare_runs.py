@@ -13,7 +13,7 @@ from kdcore.plots import learning_curves
 from kdcore.runs import RunRecord
 from kdcore.study import comparison_rows
 from ui.context import get_manager, init_state
-from ui.runs_view import run_picker, run_title
+from ui.runs_view import legend_below, run_picker, run_title
 
 init_state({"compare.ids": None, "compare.smoothing": 0.0, "compare.which": "best"})
 
@@ -24,7 +24,6 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
     distilled = spec.role == "distill"
     cache = record.info.get("teacher_cache") or {}
     return {
-        "run": record.run_id,
         "what": run_title(record),
         "role": spec.role,
         "status": record.status,
@@ -36,6 +35,7 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "alpha": spec.alpha if distilled else None,
         "teacher": spec.teacher if distilled else None,
         "teacher cache saved (s)": cache.get("seconds_saved"),
+        "run": record.run_id,
     }
 
 
@@ -81,7 +81,9 @@ def downloads_ui(records: Sequence[RunRecord]) -> None:
         disabled=not record.metrics,
         key="compare.metrics_csv_btn",
     )
-    which = right.radio("Weights", ("best", "last"), key="compare.which", horizontal=True)
+    which = right.radio(
+        "Weights", ("best", "last"), key="compare.which", persist_state="session", horizontal=True
+    )
     path = record.checkpoint(which)
     right.download_button(
         f"{which}.pt",
@@ -105,16 +107,26 @@ if st.session_state["compare.ids"] is None:
     st.session_state["compare.ids"] = list(by_id)[:4]
 st.session_state["compare.ids"] = [rid for rid in st.session_state["compare.ids"] if rid in by_id]
 chosen = st.multiselect(
-    "Runs", list(by_id), key="compare.ids", format_func=lambda rid: run_title(by_id[rid])
+    "Runs",
+    list(by_id),
+    key="compare.ids",
+    persist_state="session",
+    format_func=lambda rid: run_title(by_id[rid]),
 )
-smoothing = st.slider("Smoothing", 0.0, 0.95, step=0.05, key="compare.smoothing")
+smoothing = st.slider(
+    "Smoothing", 0.0, 0.95, step=0.05, key="compare.smoothing", persist_state="session"
+)
 series = {run_title(by_id[rid]): list(by_id[rid].metrics) for rid in chosen}
 left, right = st.columns(2)
 left.plotly_chart(
-    learning_curves(series, "test_acc", smoothing), key="compare.acc_chart", width="stretch"
+    legend_below(learning_curves(series, "test_acc", smoothing)),
+    key="compare.acc_chart",
+    width="stretch",
 )
 right.plotly_chart(
-    learning_curves(series, "test_loss", smoothing), key="compare.loss_chart", width="stretch"
+    legend_below(learning_curves(series, "test_loss", smoothing)),
+    key="compare.loss_chart",
+    width="stretch",
 )
 
 table = [summary_row(by_id[rid]) for rid in chosen]

@@ -33,6 +33,7 @@ def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
             20.0,
             step=0.5,
             key="distill.temperature",
+            persist_state="session",
             help="Softens both models' outputs: softmax(z / T).",
             disabled=teacher_id is None,
         )
@@ -42,13 +43,22 @@ def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
             1.0,
             step=0.05,
             key="distill.alpha",
+            persist_state="session",
             disabled=teacher_id is None,
         )
-        epochs = left.number_input("Epochs", min_value=0, step=1, key="distill.epochs")
-        subset = right.number_input(
-            "Training images (0 = all)", min_value=0, step=500, key="distill.subset"
+        epochs = left.number_input(
+            "Epochs", min_value=0, step=1, key="distill.epochs", persist_state="session"
         )
-        seed = left.number_input("Seed", min_value=0, step=1, key="distill.seed")
+        subset = right.number_input(
+            "Training images (0 = all)",
+            min_value=0,
+            step=500,
+            key="distill.subset",
+            persist_state="session",
+        )
+        seed = left.number_input(
+            "Seed", min_value=0, step=1, key="distill.seed", persist_state="session"
+        )
         label = "Start distillation" if teacher_id else "Start the student alone"
         started = st.form_submit_button(label, type="primary")
     if not started:
@@ -66,6 +76,10 @@ def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
     )
 
 
+def epochs(count: int) -> str:
+    return f"{count} epoch" + ("" if count == 1 else "s")
+
+
 def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
     """Say whether this teacher's outputs are cached and what the cache saved before."""
     cached = list((teacher.folder / CACHE_FOLDER).glob("*/epoch-*.pt"))
@@ -76,7 +90,7 @@ def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
         )
         return
     st.info(
-        f"Teacher cache: {len(cached)} epochs of this teacher's outputs are stored. A run "
+        f"Teacher cache: {epochs(len(cached))} of this teacher's outputs are stored. A run "
         "with the same data, subset and seed reads them instead of running the teacher."
     )
     for record in records:
@@ -84,7 +98,7 @@ def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
         if record.spec.teacher == teacher.run_id and summary and summary["epochs_from_cache"]:
             st.success(
                 f"Run {record.run_id[-4:]} ({run_title(record)}) read "
-                f"{summary['epochs_from_cache']} epochs from the teacher cache and saved "
+                f"{epochs(summary['epochs_from_cache'])} from the teacher cache and saved "
                 f"{summary['seconds_saved']:.1f} s of teacher compute."
             )
             break
@@ -135,6 +149,7 @@ else:
         "Draw over the live curve",
         list(finished),
         key="distill.overlay",
+        persist_state="session",
         format_func=lambda rid: run_title(finished[rid]),
     )
     overlay = {run_title(finished[rid]): list(finished[rid].metrics) for rid in overlay_ids}
@@ -143,7 +158,7 @@ else:
     summary = record.info.get("teacher_cache")
     if summary:
         st.caption(
-            f"Teacher outputs: {summary['epochs_from_cache']} epochs from the cache, "
+            f"Teacher outputs: {epochs(summary['epochs_from_cache'])} from the cache, "
             f"{summary['epochs_computed']} computed ({summary['seconds_computing']:.1f} s); "
             f"the cache saved {summary['seconds_saved']:.1f} s."
         )

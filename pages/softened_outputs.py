@@ -42,6 +42,7 @@ def test_image_ui(data: str) -> Image.Image | None:
         "Class",
         range(len(test.classes)),
         key="softened.class",
+        persist_state="session",
         format_func=lambda i: test.classes[i],
     )
     positions = torch.nonzero(test.labels == class_index).flatten()
@@ -51,6 +52,7 @@ def test_image_ui(data: str) -> Image.Image | None:
         max_value=max(0, len(positions) - 1),
         step=1,
         key="softened.index",
+        persist_state="session",
     )
     pixels = test.images[positions[min(int(index), len(positions) - 1)]]  # (3, 32, 32) uint8
     return Image.fromarray(pixels.permute(1, 2, 0).numpy())
@@ -95,11 +97,15 @@ records = manager.runs()
 left, right = st.columns(2)
 with left:
     teacher_id = run_picker(
-        "Teacher", with_weights(records, ["teacher", "distill", "student"]), key="softened.teacher"
+        "Teacher",
+        with_weights(records, ["teacher", "distill", "student"]),
+        key="softened.teacher",
     )
 with right:
     student_id = run_picker(
-        "Student", with_weights(records, ["distill", "student"]), key="softened.student"
+        "Student",
+        with_weights(records, ["distill", "student"]),
+        key="softened.student",
     )
 if teacher_id is None or student_id is None:
     st.info("Needs two runs with weights: train a teacher and a student first.")
@@ -109,7 +115,13 @@ if pair is None:
     st.stop()
 teacher, student, classes = pair
 
-source = st.radio("Image", ("test image", "upload"), key="softened.source", horizontal=True)
+source = st.radio(
+    "Image",
+    ("test image", "upload"),
+    key="softened.source",
+    persist_state="session",
+    horizontal=True,
+)
 image = (
     test_image_ui(manager.run(student_id).spec.data)
     if source == "test image"
@@ -117,7 +129,9 @@ image = (
 )
 if image is None:
     st.stop()
-temperature = st.slider("Temperature T", 0.25, 20.0, step=0.25, key="softened.temperature")
+temperature = st.slider(
+    "Temperature T", 0.25, 20.0, step=0.25, key="softened.temperature", persist_state="session"
+)
 
 pixels = image_to_tensor(image)  # (3, 32, 32) uint8
 teacher_logits, student_logits = logits_for(teacher, pixels), logits_for(student, pixels)

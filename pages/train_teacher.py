@@ -29,26 +29,36 @@ def teacher_settings_ui() -> RunSpec | None:
     """The settings form; returns a spec when Start is pressed, else None."""
     with st.form("teacher.form"):
         left, middle, right = st.columns(3)
-        arch = left.selectbox("Architecture", list(TEACHER_ARCHS), key="teacher.arch")
+        arch = left.selectbox(
+            "Architecture", list(TEACHER_ARCHS), key="teacher.arch", persist_state="session"
+        )
         init = middle.radio(
             "Initialisation",
             TEACHER_INITS,
             key="teacher.init",
+            persist_state="session",
             format_func=INIT_LABELS.get,
             horizontal=True,
         )
         weights = right.text_input(
             "Weights file (.pth)",
             key="teacher.weights_file",
+            persist_state="session",
             help="For 'a weights file', or ImageNet weights offline: a "
             "torchvision state_dict of this architecture.",
         )
-        epochs = left.number_input("Epochs", min_value=0, step=1, key="teacher.epochs")
+        epochs = left.number_input(
+            "Epochs", min_value=0, step=1, key="teacher.epochs", persist_state="session"
+        )
         subset = middle.number_input(
-            "Training images (0 = all)", min_value=0, step=500, key="teacher.subset"
+            "Training images (0 = all)",
+            min_value=0,
+            step=500,
+            key="teacher.subset",
+            persist_state="session",
         )
         batch_size = right.number_input(
-            "Batch size", min_value=1, step=32, key="teacher.batch_size"
+            "Batch size", min_value=1, step=32, key="teacher.batch_size", persist_state="session"
         )
         lr = left.number_input(
             "Peak learning rate (SGD, one-cycle)",
@@ -56,8 +66,11 @@ def teacher_settings_ui() -> RunSpec | None:
             step=0.01,
             format="%.4f",
             key="teacher.lr",
+            persist_state="session",
         )
-        seed = middle.number_input("Seed", min_value=0, step=1, key="teacher.seed")
+        seed = middle.number_input(
+            "Seed", min_value=0, step=1, key="teacher.seed", persist_state="session"
+        )
         started = st.form_submit_button("Start training", type="primary")
     if not started:
         return None

@@ -228,3 +228,28 @@ def test_a_run_cut_off_by_a_restart_is_listed_as_interrupted(empty_root):
     at = open_page()
     assert at.dataframe[0].value["status"].tolist() == ["interrupted"]
     assert load_run(run_id, empty_root).status == "interrupted"
+
+
+def test_a_second_distillation_reads_the_teacher_cache_and_says_so(trained_root, tmp_path,
+                                                                   monkeypatch):  # fmt: skip
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)  # holds one distillation: the teacher's outputs are stored
+    at = open_page("distill_student")
+    assert "1 epoch of this teacher's outputs are stored" in at.info[0].value
+    at.number_input(key="distill.epochs").set_value(2)
+    at.number_input(key="distill.subset").set_value(512)
+    at.slider(key="distill.temperature").set_value(8.0)
+    at.button[0].click().run()
+    poll_until(at, lambda at: "finished" in progress_texts(at))
+    caption = " ".join(c.value for c in at.caption)
+    assert "1 epoch from the cache, 1 computed" in caption
+    assert any("read 1 epoch from the teacher cache" in s.value for s in at.success)
+
+
+def test_page_choices_survive_a_visit_to_another_page(trained):
+    at = open_page("compare_runs")
+    at.slider(key="compare.smoothing").set_value(0.6).run()
+    at.switch_page("pages/train_teacher.py").run()
+    at.switch_page("pages/compare_runs.py").run()
+    assert at.slider(key="compare.smoothing").value == 0.6
+    assert not at.exception and not at.warning

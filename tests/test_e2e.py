@@ -101,7 +101,7 @@ def server(runs_root: Path) -> Iterator[str]:
 def page(server: str):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(viewport={"width": 1400, "height": 1800})
         yield context.new_page()
         browser.close()
 
@@ -125,8 +125,10 @@ def plotted_points(page) -> int:
 
 
 def chart_titles(page) -> list[str]:
-    return page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
-        .map(plot => plot.layout && plot.layout.title && plot.layout.title.text)""")
+    """The plotly charts' titles, without the <b> tags Streamlit's theme wraps them in."""
+    titles = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+        .map(plot => (plot.layout && plot.layout.title && plot.layout.title.text) || '')""")
+    return [re.sub(r"<[^>]+>", "", title) for title in titles]
 
 
 def progress_text(page) -> str:
@@ -149,6 +151,7 @@ def wait_until(page, condition, message: str, timeout: float = 30.0) -> None:
 
 def test_start_watch_and_stop_a_run(page, server):
     open_page(page, server, "")
+    page.locator('[data-testid="stDataFrame"]').wait_for(timeout=30_000)  # the runs table
     screenshot(page, "1_home")
     page.get_by_role("button", name=re.compile("Train a small student")).click()
     page.get_by_role("heading", name="Distil a student").wait_for(timeout=30_000)

@@ -19,7 +19,6 @@ from kdcore.data import CIFAR10, DEFAULT_CIFAR10_ROOT, SYNTHETIC, ImageSet, load
 from kdcore.manager import RunManager, default_training_threads
 
 DATA_SOURCE_KEY = "app.data_source"  # the source new runs use (a string, as in RunSpec.data)
-PERSISTENT_KEYS = "app.persistent_keys"  # the keys init_state keeps across pages
 POLL_SECONDS = 1.0  # how often live panels ask the manager for news
 
 
@@ -53,23 +52,12 @@ def data_source() -> str:
 
 
 def init_state(defaults: Mapping[str, Any]) -> None:
-    """Set a page's session keys once (init guard) and remember them across page switches.
+    """Set a page's session keys once (init guard); widgets then take their value from the key.
 
-    Streamlit deletes a widget's key at the end of a run that does not draw the widget (another
-    page); `keep_page_state`, called by app.py on every run, writes the remembered keys back.
-    Widgets then take their value from the key only (no `value=` argument).
+    Page widgets pass `persist_state="session"`, so a choice survives a visit to another page.
     """
-    remembered = st.session_state.setdefault(PERSISTENT_KEYS, set())
     for key, default in defaults.items():
-        st.session_state[key] = st.session_state.get(key, default)
-        remembered.add(key)
-
-
-def keep_page_state() -> None:
-    """Re-save every key a page registered with `init_state` (run at the top of every rerun)."""
-    for key in st.session_state.get(PERSISTENT_KEYS, ()):
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
+        st.session_state.setdefault(key, default)
 
 
 def keep_choice(key: str, options: list[Any]) -> None:

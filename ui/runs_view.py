@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from kdcore.manager import RunManager
@@ -28,9 +29,18 @@ def run_title(record: RunRecord) -> str:
         what = "student alone"
     else:
         what = f"distilled T={spec.temperature:g} α={spec.alpha:g}"
-    best = f" · {record.best_test_acc:.1%}" if record.best_test_acc is not None else ""
+    # Only facts that no longer change: a picker's labels are not redrawn while a run trains.
+    settled = record.status not in ACTIVE
+    best = f" · {record.best_test_acc:.1%}" if settled and record.best_test_acc is not None else ""
+    status = f" · {record.status}" if record.status in ("stopped", "failed", "interrupted") else ""
     label = f"{spec.label} · " if spec.label else ""
-    return f"{label}{what} · {record.status}{best} · {record.run_id[-4:]}"
+    return f"{label}{what}{status}{best} · {record.run_id[-4:]}"
+
+
+def legend_below(figure: go.Figure) -> go.Figure:
+    """Put a chart's legend under it, so long run names do not squeeze the plot."""
+    figure.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.25, "x": 0})
+    return figure
 
 
 def format_time(stamp: float | None) -> str:
@@ -102,6 +112,7 @@ def run_picker(
         label,
         options,
         key=key,
+        persist_state="session",
         help=help,
         format_func=lambda run_id: titles.get(run_id, none_label or ""),
     )
@@ -142,18 +153,20 @@ def live_run_panel(
     except RunError as error:
         st.warning(str(error))
         return
-    active = (state["status"] if state else record.status) in ACTIVE
-    if active:
-        st.fragment(run_every=POLL_SECONDS)(_poll_live_run)(manager, run_id, key, overlay)
+    status = state["status"] if state else record.status
+    if status in ACTIVE:
+        st.fragment(run_every=POLL_SECONDS)(_poll_live_run)(manager, run_id, key, overlay, status)
     else:
         _draw_run(manager, record, state, key, overlay)
 
 
-def _poll_live_run(manager: RunManager, run_id: str, key: str, overlay) -> None:
+def _poll_live_run(manager: RunManager, run_id: str, key: str, overlay, drawn_status: str) -> None:
     state = manager.snapshot(run_id)
     record = manager.run(run_id)
-    if (state["status"] if state else record.status) not in ACTIVE:
-        st.rerun()  # the run ended: redraw the whole page once, without polling
+    if (state["status"] if state else record.status) != drawn_status:
+        # queued -> running, or the run ended: redraw the whole page once (queue, titles), which
+        # polls again only while the run is still active
+        st.rerun()
     _draw_run(manager, record, state, key, overlay)
 
 
@@ -166,7 +179,7 @@ def _draw_run(manager, record: RunRecord, state: dict[str, Any] | None, key: str
     last = metrics[-1] if metrics else {}
     speed = (state or {}).get("images_per_s") or last.get("images_per_s")
     eta = (state or {}).get("eta_s") if status == "running" else None
-    columns[0].metric("epoch", f"{len(metrics)} / {record.spec.epochs}")
+    columns[0].metric("epochs done", f"{len(metrics)} / {record.spec.epochs}")
     columns[1].metric("images / s", f"{speed:,.0f}" if speed else "–")
     columns[2].metric("ETA", _duration(eta) if eta is not None else "–")
     columns[3].metric(
@@ -186,7 +199,9 @@ def _draw_run(manager, record: RunRecord, state: dict[str, Any] | None, key: str
     if overlay is not None:
         series = {f"this run ({record.run_id[-4:]})": metrics, **overlay()}
         if len(series) > 1:
-            figure = learning_curves(series, "test_acc", title="test accuracy: this run and others")
+            figure = legend_below(
+                learning_curves(series, "test_acc", title="test accuracy: this run and others")
+            )
             st.plotly_chart(figure, key=f"{key}.overlay_chart", width="stretch")
 
 
