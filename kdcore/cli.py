@@ -11,9 +11,10 @@ from pathlib import Path
 
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
+from kdcore.execute import execute_run
 from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS, ModelError
 from kdcore.progress import ProgressBar
-from kdcore.runs import RunError, RunSpec, create_run, execute_run, list_runs
+from kdcore.runs import RunError, RunSpec, create_run, list_runs
 
 USER_ERRORS = (RunError, DataError, CheckpointError, ModelError, ValueError, OSError)
 

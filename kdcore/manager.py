@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 from kdcore.engine import Callback
+from kdcore.execute import execute_run
 from kdcore.runs import (
     DEFAULT_ROOT,
     RunError,
     RunRecord,
     RunSpec,
     create_run,
-    execute_run,
     list_runs,
     load_run,
     write_status,

@@ -2,7 +2,7 @@
 
 A run folder holds `config.json` (the spec), `status.json` (queued / running / finished /
 stopped / failed / interrupted), `metrics.jsonl` (one line per epoch, flushed as it happens) and
-the weights `best.pt` and `last.pt`. The CLI and the dashboard both call `execute_run`.
+the weights `best.pt` and `last.pt`. `kdcore.execute.execute_run` trains a run's folder.
 """
 
 from __future__ import annotations
@@ -12,28 +12,20 @@ import json
 import os
 import re
 import secrets
-import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from kdcore.checkpoints import CheckpointError, load_model, save_checkpoint
-from kdcore.data import ImageSet, load_split, source_fingerprint, source_status
-from kdcore.engine import Callback, Distillation, FitResult, TrainConfig, fit, pick_device
+from kdcore.data import source_status
+from kdcore.engine import TrainConfig
 from kdcore.losses import check_distillation_settings
 from kdcore.models import (
     DEFAULT_TEACHER_ARCH,
     STUDENT_ARCH,
     TEACHER_ARCHS,
     TEACHER_INITS,
-    build_model,
-    build_teacher,
 )
-from kdcore.teacher_cache import TeacherOutputs, cache_dir_for
 
 ROLES = ("teacher", "student", "distill")
 DEFAULT_ROOT = Path("checkpoints")
@@ -211,127 +203,6 @@ def read_metrics(folder: Path) -> list[dict[str, float]]:
         except ValueError:
             continue
     return rows
-
-
-# --- executing a run ----------------------------------------------------------------------------
-
-
-class RunRecorder(Callback):
-    """Writes what the engine emits into the run folder: metrics, weights, status."""
-
-    def __init__(self, folder: Path, model: torch.nn.Module, spec: RunSpec, classes: Sequence[str]):
-        self.folder, self.model, self.spec, self.classes = folder, model, spec, tuple(classes)
-        self.best_acc = -1.0
-        self.epochs_done = 0
-
-    def on_fit_start(self, info: dict[str, Any]) -> None:
-        write_status(self.folder, "running", started_at=time.time(), **info)
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        with open(self.folder / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(logs) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
-        self.epochs_done = epoch
-        meta = {
-            "run_id": self.folder.name,
-            "role": self.spec.role,
-            "epoch": epoch,
-            "test_acc": logs["test_acc"],
-            "spec": self.spec.to_dict(),
-        }
-        if logs["test_acc"] > self.best_acc:
-            self.best_acc = logs["test_acc"]
-            save_checkpoint(
-                self.folder / "best.pt", self.model, self.spec.model_arch, self.classes, meta
-            )
-        save_checkpoint(
-            self.folder / "last.pt", self.model, self.spec.model_arch, self.classes, meta
-        )
-        write_status(self.folder, "running", epochs_done=epoch, best_test_acc=self.best_acc)
-
-
-def execute_run(
-    run_id: str,
-    root: Path = DEFAULT_ROOT,
-    callbacks: Sequence[Callback] = (),
-    stop_event: threading.Event | None = None,
-    device: str = "auto",
-) -> FitResult | None:
-    """Train the run `run_id` (already created) to the end, recording everything in its folder.
-
-    Failures are recorded as status "failed" with the error, then raised again.
-    """
-    folder = run_dir(run_id, root)
-    spec = RunSpec.from_dict(read_json(folder / "config.json"))
-    try:
-        return _execute(spec, folder, root, callbacks, stop_event, pick_device(device))
-    except BaseException as error:
-        write_status(
-            folder, "failed", error=f"{type(error).__name__}: {error}", ended_at=time.time()
-        )
-        raise
-
-
-def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
-    train = load_split(spec.data, "train").subset(spec.train_subset, spec.seed)
-    test = load_split(spec.data, "test")
-    torch.manual_seed(spec.seed)
-    model = _initial_model(spec, len(train.classes))
-    distillation, teacher_outputs = _distillation(spec, train, root, device)
-    recorder = RunRecorder(folder, model, spec, train.classes)
-    result = fit(
-        model,
-        train,
-        test,
-        spec.train_config(),
-        distillation=distillation,
-        callbacks=[recorder, *callbacks],
-        stop_event=stop_event,
-        device=device,
-    )
-    extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
-    if result.status == "stopped":
-        meta = {
-            "run_id": folder.name,
-            "role": spec.role,
-            "epoch": recorder.epochs_done,
-            "stopped": True,
-            "spec": spec.to_dict(),
-        }
-        save_checkpoint(folder / "last.pt", model, spec.model_arch, train.classes, meta)
-    write_status(
-        folder,
-        result.status,
-        ended_at=time.time(),
-        best_test_acc=result.best_test_acc,
-        epochs_done=len(result.history),
-        **extra,
-    )
-    return result
-
-
-def _initial_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
-    if spec.role == "teacher":
-        return build_teacher(spec.model_arch, num_classes, spec.init, spec.weights_file)
-    return build_model(spec.model_arch, num_classes)
-
-
-def _distillation(
-    spec: RunSpec, train: ImageSet, root: Path, device: torch.device
-) -> tuple[Distillation | None, TeacherOutputs | None]:
-    if spec.role != "distill":
-        return None, None
-    checkpoint = teacher_checkpoint(spec.teacher, root)
-    try:
-        teacher, _ = load_model(checkpoint, device)
-    except CheckpointError as error:
-        raise RunError(str(error)) from error
-    data_key = f"{source_fingerprint(spec.data)}-n{len(train)}-seed{spec.seed}"
-    outputs = TeacherOutputs(
-        teacher, train.images, spec.seed, cache_dir_for(checkpoint, data_key), device=device
-    )
-    return Distillation(outputs, spec.temperature, spec.alpha), outputs
 
 
 # --- listing runs -------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def matching_runs(records: Sequence[RunRecord]) -> dict[str, RunRecord | None]:
 
 
 def comparison_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """Five rows: setting, the study's accuracy, ours (best test accuracy) and our run id.
+    """Five rows: setting, the study's accuracy, ours (best test accuracy), our run id and its data.
 
     Accuracies are fractions; `our_acc` and `run_id` are None where we have no finished run.
     """
@@ -86,6 +86,7 @@ def comparison_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
                 "study_acc": result.test_acc,
                 "our_acc": record.best_test_acc if record else None,
                 "run_id": record.run_id if record else None,
+                "data": record.spec.data if record else None,
             }
         )
     return rows

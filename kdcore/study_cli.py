@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 
+from kdcore.execute import execute_run
 from kdcore.models import ModelError
 from kdcore.progress import ProgressBar
-from kdcore.runs import RunError, RunSpec, create_run, execute_run, list_runs
+from kdcore.runs import RunError, RunSpec, create_run, list_runs
 from kdcore.study import comparison_rows
 
 

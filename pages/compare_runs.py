@@ -60,6 +60,7 @@ def study_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "study (%)": _percent(row["study_acc"]),
             "ours (%)": _percent(row["our_acc"]),
             "our run": row["run_id"] or "–",
+            "our data": row["data"] or "–",
         }
         for row in comparison_rows(records)
     ]

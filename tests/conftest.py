@@ -109,9 +109,9 @@ def image_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def fast_synthetic(monkeypatch: pytest.MonkeyPatch, synthetic_train, synthetic_test):
     """Runs on `synthetic` reuse the session's arrays and test on 200 images (speed only)."""
-    import kdcore.runs
+    import kdcore.execute
 
-    real_load_split = kdcore.runs.load_split
+    real_load_split = kdcore.execute.load_split
     small_test = synthetic_test.subset(200, seed=0)
 
     def load_split(source, split, cache_dir=None):
@@ -119,5 +119,5 @@ def fast_synthetic(monkeypatch: pytest.MonkeyPatch, synthetic_train, synthetic_t
             return synthetic_train if split == "train" else small_test
         return real_load_split(source, split, cache_dir)
 
-    monkeypatch.setattr(kdcore.runs, "load_split", load_split)
+    monkeypatch.setattr(kdcore.execute, "load_split", load_split)
     return small_test

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from kdcore.runs import RunSpec, create_run, execute_run, load_run, write_status
+from kdcore.execute import execute_run
+from kdcore.runs import RunSpec, create_run, load_run, write_status
 from ui.context import get_manager
 from ui.predictions import classify_upload
 

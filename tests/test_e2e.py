@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from kdcore.runs import RunSpec, create_run, execute_run
+from kdcore.execute import execute_run
+from kdcore.runs import RunSpec, create_run
 
 pytestmark = pytest.mark.e2e
 

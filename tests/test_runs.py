@@ -15,12 +15,12 @@ import torch
 import kdcore.manager as manager_module
 from kdcore.checkpoints import load_model
 from kdcore.engine import Callback
+from kdcore.execute import execute_run
 from kdcore.manager import RunManager
 from kdcore.runs import (
     RunError,
     RunSpec,
     create_run,
-    execute_run,
     list_runs,
     load_run,
     read_json,

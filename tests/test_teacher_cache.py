@@ -10,7 +10,8 @@ import torch
 import kdcore.engine as engine
 from kdcore.augment import epoch_views, train_batch
 from kdcore.checkpoints import load_model
-from kdcore.runs import RunSpec, create_run, execute_run, read_json
+from kdcore.execute import execute_run
+from kdcore.runs import RunSpec, create_run, read_json
 from kdcore.teacher_cache import CACHE_FOLDER, TeacherOutputs, cache_dir_for
 
 CPU = torch.device("cpu")
