@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
+from kdcore.engine import OPTIMIZERS
 from kdcore.execute import execute_run
 from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS, ModelError
 from kdcore.progress import ProgressBar
@@ -134,6 +135,9 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-subset", type=int, help="train on N images only (quick runs)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, help="peak learning rate (role default if omitted)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw or sgd (role default)")
+    parser.add_argument("--weight-decay", type=float, help="weight decay (role default)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="for cross-entropy")
     parser.add_argument("--label", default="", help="a name for the run")
 
 
@@ -146,6 +150,9 @@ def _spec(args: argparse.Namespace, role: str, **fields) -> RunSpec:
         train_subset=args.train_subset,
         batch_size=args.batch_size,
         lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
         label=args.label,
         **fields,
     )

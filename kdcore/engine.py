@@ -58,6 +58,10 @@ class TrainConfig:
             raise ValueError(f"Unknown schedule {self.schedule!r}; use {' or '.join(SCHEDULES)}.")
         if not 0 < self.warmup_fraction < 1:
             raise ValueError(f"Warm-up fraction must lie in (0, 1) (got {self.warmup_fraction}).")
+        if self.weight_decay < 0:
+            raise ValueError(f"Weight decay cannot be negative (got {self.weight_decay}).")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"Label smoothing must lie in [0, 1) (got {self.label_smoothing}).")
 
 
 class Callback:

@@ -129,6 +129,8 @@ def test_runs_lists_every_run(trained_runs, capsys):
         (["distill", "--teacher", "x", "--data-dir", "synthetic", "-T", "0"], "Temperature"),
         (["distill", "--teacher", "x", "--data-dir", "synthetic", "--alpha", "1.5"], "alpha"),
         (["student", "--data-dir", "synthetic", "--epochs", "0"], "Epochs"),
+        (["student", "--data-dir", "synthetic", "--label-smoothing", "1.5"], "Label smoothing"),
+        (["student", "--data-dir", "synthetic", "--weight-decay", "-1"], "Weight decay"),
         (["student", "--data-dir", "/no/such/folder"], "does not exist"),
         (["evaluate", "/no/such.pt", "--data-dir", "synthetic"], "does not exist"),
     ],
