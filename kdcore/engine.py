@@ -117,6 +117,9 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move to `device` in channels_last (faster for these convs on both the CPU and CUDA)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed 32x32 shapes: let cuDNN pick its kernels
     return model.to(device=device, memory_format=torch.channels_last)
 
 
