@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from kdcore.data import ImageSet, default_cache_dir, load_split, source_fingerprint, source_status
 from kdcore.engine import Distillation, TrainConfig, build_optimizer, fit, pick_device
 from kdcore.models import DEFAULT_TEACHER_ARCH, STUDENT_ARCH, build_model
-from kdcore.runs import ROLE_DEFAULTS
+from kdcore.runs import RunSpec
 from kdcore.teacher_cache import TeacherOutputs
 
 WARMUP_BATCHES = 3
@@ -182,11 +182,4 @@ def _write_pngs(image_set: ImageSet, folder: Path) -> None:
 
 
 def _config(role: str, batch_size: int) -> TrainConfig:
-    defaults = ROLE_DEFAULTS[role]
-    return TrainConfig(
-        epochs=1,
-        batch_size=batch_size,
-        optimizer=defaults["optimizer"],
-        lr=defaults["lr"],
-        weight_decay=defaults["weight_decay"],
-    )
+    return RunSpec(role=role, epochs=1, batch_size=batch_size).train_config()

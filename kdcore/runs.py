@@ -32,11 +32,13 @@ DEFAULT_ROOT = Path("checkpoints")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ACTIVE = ("queued", "running")
 
-# Measured defaults (README "Defaults"): AdamW + one-cycle for the student, SGD for teachers.
+# Defaults per role (README "Defaults"), all one-cycle. The student alone on the CIFAR-10 JPEG
+# copy, 10 epochs: 71.62 % without label smoothing, 72.71 % with 0.1 (about 4.3 min on 2 cores).
+# A distilled student learns from the study's loss, whose hard term has no label smoothing.
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "student": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4},
-    "distill": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4},
-    "teacher": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4},
+    "student": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4, "label_smoothing": 0.1},
+    "distill": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4, "label_smoothing": 0.0},
+    "teacher": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "label_smoothing": 0.0},
 }
 
 
@@ -56,7 +58,7 @@ class RunSpec:
     optimizer: str | None = None
     lr: float | None = None
     weight_decay: float | None = None
-    label_smoothing: float = 0.0
+    label_smoothing: float | None = None
     temperature: float = 2.0
     alpha: float = 0.5
     seed: int = 0
@@ -67,17 +69,11 @@ class RunSpec:
         return self.arch or (DEFAULT_TEACHER_ARCH if self.role == "teacher" else STUDENT_ARCH)
 
     def train_config(self) -> TrainConfig:
+        """The optimiser settings: those given here, the role's defaults for the rest."""
         defaults = ROLE_DEFAULTS[self.role]
+        given = {name: getattr(self, name) for name in defaults if getattr(self, name) is not None}
         return TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            optimizer=self.optimizer or defaults["optimizer"],
-            lr=self.lr if self.lr is not None else defaults["lr"],
-            weight_decay=defaults["weight_decay"]
-            if self.weight_decay is None
-            else self.weight_decay,
-            label_smoothing=self.label_smoothing,
-            seed=self.seed,
+            epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, **{**defaults, **given}
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -285,3 +285,11 @@ def test_manager_refuses_an_impossible_run_and_stops_unknown_ids_clearly(tmp_pat
     assert manager.runs() == []
     with pytest.raises(RunError, match="not queued or running"):
         manager.stop("nothing-here")
+
+
+def test_train_config_takes_role_defaults_unless_given():
+    student = RunSpec(role="student").train_config()
+    assert (student.optimizer, student.label_smoothing) == ("adamw", 0.1)
+    assert RunSpec(role="teacher").train_config().optimizer == "sgd"
+    given = RunSpec(role="student", lr=1e-3, label_smoothing=0.0, weight_decay=0.0).train_config()
+    assert (given.lr, given.label_smoothing, given.weight_decay) == (1e-3, 0.0, 0.0)
