@@ -157,3 +157,25 @@ def test_module_entry_point_runs(tmp_path):
         timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
+
+
+def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import torchvision.models._api
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    out = tmp_path / "runs"
+    args = ["study", "--arch", "resnet18", "--teacher-epochs", "1", *TINY, "--out", str(out)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    rows = last_json(captured.out)
+    assert [row["study_acc"] for row in rows] == [0.7948, 0.8754, 0.7598, 0.81, 0.6751]
+    filled = [row["setting"] for row in rows if row["our_acc"] is not None]
+    assert filled == ["teacher from scratch", "student distilled from the scratch teacher",
+                      "student alone (no teacher)"]  # fmt: skip
+    assert "not run" in captured.err and "no network" in captured.err
+    assert len(list_runs(out)) == 4  # the ImageNet teacher's failed run stays, marked failed
