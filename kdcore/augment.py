@@ -65,7 +65,7 @@ def crop_flip(images: torch.Tensor, views: EpochViews, pad: int = PAD) -> torch.
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 pixels -> the study's `Normalize(0.5, 0.5)` of `ToTensor()`: x / 127.5 - 1."""
-    return images.to(dtype).div_(127.5).sub_(1.0)
+    return images.to(dtype) / 127.5 - 1.0
 
 
 def train_batch(

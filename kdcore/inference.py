@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from kdcore.augment import normalize
+
 ACCEPTED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # Pillow format names
 MAX_SIDE = 1024  # decoded images are reduced to at most this many pixels per side
@@ -154,14 +156,6 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return flat.view(height, width, 3).permute(2, 0, 1).contiguous()
 
 
-def _normalize(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float32 in [-1, 1]: x/255, then (x - 0.5) / 0.5.
-
-    The study's normalisation; same semantics as kdcore.augment.normalize (to be deduplicated).
-    """
-    return images_uint8.float().div(255.0).sub(0.5).div(0.5)
-
-
 def softened_probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """softmax(logits / T) over the last dim, in float32. T > 1 flattens, T < 1 sharpens.
 
@@ -198,7 +192,7 @@ def predict(
     was_training = model.training
     model.eval()
     try:
-        logits = model(_normalize(batch.to(device)))  # (B, C)
+        logits = model(normalize(batch.to(device)))  # (B, C)
     finally:
         model.train(was_training)
     return softened_probabilities(logits, temperature).cpu()

@@ -16,7 +16,6 @@ from kdcore.inference import (
     ACCEPTED_FORMATS,
     MAX_SIDE,
     ImageDecodeError,
-    _normalize,
     decode_image,
     entropy,
     image_to_tensor,
@@ -193,13 +192,6 @@ def test_tensor_keeps_pixel_positions():
     image = Image.new("RGB", (3, 2))
     image.putpixel((2, 1), (1, 2, 3))
     assert image_to_tensor(image)[:, 1, 2].tolist() == [1, 2, 3]
-
-
-def test_normalize_maps_to_minus_one_one_for_single_and_batch():
-    single = torch.tensor([0, 255], dtype=torch.uint8).view(1, 2, 1).expand(3, 2, 1)
-    assert _normalize(single).flatten().tolist() == [-1.0, 1.0] * 3
-    assert _normalize(single.unsqueeze(0).expand(4, 3, 2, 1)).shape == (4, 3, 2, 1)
-    assert _normalize(single).dtype == torch.float32
 
 
 def tiny_model() -> torch.nn.Module:
