@@ -33,6 +33,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a checkpoint is an ordinary file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
