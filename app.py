@@ -25,7 +25,7 @@ from ui.runs_view import show_runs_table, submit_ui
 FOLDER_CHOICE = "a folder or archive"
 DATA_CHOICES = (SYNTHETIC, CIFAR10, FOLDER_CHOICE)
 
-QUICK_STUDENT = RunSpec(role="student", data=SYNTHETIC, epochs=3, label="quick start")
+QUICK_STUDENT = RunSpec(role="student", data=SYNTHETIC, epochs=8, label="quick start")
 QUICK_TEACHER = RunSpec(
     role="teacher",
     data=SYNTHETIC,
@@ -99,7 +99,7 @@ def quick_start_ui(manager) -> None:
     st.subheader("Quick start (offline)")
     left, right = st.columns(2)
     if left.button(
-        "Train a small student on synthetic data (3 epochs)",
+        "Train a small student on synthetic data (8 epochs, about 30 s)",
         key="home.quick_student_btn",
         type="primary",
         icon=":material/rocket_launch:",
