@@ -11,7 +11,6 @@ readers (dashboard pages) take snapshots. Nothing here knows about Streamlit.
 
 from __future__ import annotations
 
-import copy
 import os
 import queue
 import threading
@@ -68,8 +67,19 @@ class LiveState(Callback):
             self.state.update(fields)
 
     def snapshot(self) -> dict[str, Any]:
+        """A copy safe to read while training goes on. Logged points are never changed after
+        they are appended, so copying the lists (not the points) is enough, and cheap."""
         with self.lock:
-            return copy.deepcopy(self.state)
+            return {
+                **self.state,
+                "batch_losses": list(self.state["batch_losses"]),
+                "metrics": list(self.state["metrics"]),
+            }
+
+    @property
+    def status(self) -> str:
+        with self.lock:
+            return self.state["status"]
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
         self.update(
@@ -165,9 +175,7 @@ class RunManager:
     def active_ids(self) -> frozenset[str]:
         with self._lock:
             return frozenset(
-                rid
-                for rid, live in self._live.items()
-                if live.snapshot()["status"] in ("queued", "running")
+                rid for rid, live in self._live.items() if live.status in ("queued", "running")
             )
 
     def runs(self) -> list[RunRecord]:
