@@ -15,7 +15,7 @@ from kdcore.engine import OPTIMIZERS
 from kdcore.execute import execute_run
 from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS, ModelError
 from kdcore.progress import ProgressBar
-from kdcore.runs import RunError, RunSpec, create_run, list_runs
+from kdcore.runs import RunError, RunSpec, create_run, list_runs, teacher_checkpoint
 
 USER_ERRORS = (RunError, DataError, CheckpointError, ModelError, ValueError, OSError)
 
@@ -193,7 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from kdcore.engine import evaluate, pick_device
 
     device = pick_device(args.device)
-    model, payload = load_model(_checkpoint_path(args.checkpoint, args.out), device)
+    model, payload = load_model(teacher_checkpoint(args.checkpoint, args.out), device)
     test = load_split(args.data_dir, "test")
     logs = evaluate(model, test, device)
     print(
@@ -211,26 +211,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_classify(args: argparse.Namespace) -> int:
     from kdcore.checkpoints import load_model
-    from kdcore.inference import (
-        ImageDecodeError,
-        decode_image,
-        image_to_tensor,
-        predict,
-        to_model_view,
-        top_k,
-    )
+    from kdcore.inference import classify_upload
 
-    model, payload = load_model(_checkpoint_path(args.checkpoint, args.out))
+    model, payload = load_model(teacher_checkpoint(args.checkpoint, args.out))
+    models = {"model": (model, payload["classes"])}
     failures = 0
     for name in args.images:
         try:
-            image = decode_image(Path(name).read_bytes(), name)
-        except (ImageDecodeError, OSError) as error:
-            print(json.dumps({"file": name, "error": str(error)}))
-            failures += 1
+            data = Path(name).read_bytes()
+        except OSError as error:
+            data, failures = None, failures + 1
+            print(json.dumps({"file": name, "error": f"{name} cannot be read: {error}"}))
+        if data is None:
             continue
-        probabilities = predict(model, image_to_tensor(to_model_view(image)), args.temperature)[0]
-        best = top_k(probabilities, payload["classes"], args.top_k)
+        result = classify_upload(name, data, models, args.top_k, args.temperature)
+        if result.error:
+            failures += 1
+            print(json.dumps({"file": name, "error": result.error}))
+            continue
+        best = result.top["model"]
         print(json.dumps({"file": name, "top_k": [[label, round(p, 4)] for label, p in best]}))
     return 1 if failures else 0
 
@@ -269,9 +268,3 @@ def run_data(args: argparse.Namespace) -> int:
         image_set = load_split(args.data_dir, split)
         print(json.dumps({"split": split, "images": len(image_set), "classes": image_set.classes}))
     return 0
-
-
-def _checkpoint_path(name: str, root: Path) -> Path:
-    from kdcore.runs import teacher_checkpoint
-
-    return teacher_checkpoint(name, root)

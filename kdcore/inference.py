@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -172,18 +173,13 @@ def _checked_temperature(temperature: float) -> float:
 
 
 @torch.inference_mode()
-def predict(
-    model: torch.nn.Module, images_uint8: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """Probabilities (B, C) float32 on CPU for uint8 images (3, 32, 32) or (B, 3, 32, 32).
-
-        probs = predict(student, image_to_tensor(view), temperature=4.0)
+def logits(model: torch.nn.Module, images_uint8: torch.Tensor) -> torch.Tensor:
+    """Raw logits (B, C) float32 on CPU for uint8 images (3, 32, 32) or (B, 3, 32, 32).
 
     The model runs in eval mode on its own device; its previous train/eval mode is restored.
     """
-    _checked_temperature(temperature)  # fail before running the model
     if images_uint8.dtype != torch.uint8:
-        raise TypeError(f"predict expects uint8 images, got {images_uint8.dtype}")
+        raise TypeError(f"expected uint8 images, got {images_uint8.dtype}")
     batch = images_uint8.unsqueeze(0) if images_uint8.dim() == 3 else images_uint8
     if batch.dim() != 4 or batch.shape[1] != 3:
         raise ValueError(f"expected (3, H, W) or (B, 3, H, W), got {tuple(images_uint8.shape)}")
@@ -192,10 +188,20 @@ def predict(
     was_training = model.training
     model.eval()
     try:
-        logits = model(normalize(batch.to(device)))  # (B, C)
+        return model(normalize(batch.to(device))).float().cpu()  # (B, C)
     finally:
         model.train(was_training)
-    return softened_probabilities(logits, temperature).cpu()
+
+
+def predict(
+    model: torch.nn.Module, images_uint8: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Probabilities softmax(logits / T), (B, C) float32 on CPU; see `logits` for the input.
+
+    probs = predict(student, image_to_tensor(view), temperature=4.0)
+    """
+    _checked_temperature(temperature)  # fail before running the model
+    return softened_probabilities(logits(model, images_uint8), temperature)
 
 
 def top_k(
@@ -251,3 +257,41 @@ def temperature_sweep(
         sweep["student_entropy"].append(float(entropy(p_student)))
         sweep["kl"].append(float(kl_divergence(p_teacher, p_student)))
     return sweep
+
+
+Models = Mapping[str, tuple[torch.nn.Module, Sequence[str]]]  # name -> (model, class names)
+
+
+@dataclass
+class ClassifiedUpload:
+    name: str
+    image: Image.Image | None = None  # the decoded upload, at most MAX_SIDE pixels a side
+    view: Image.Image | None = None  # the 32x32 view the models see
+    top: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
+    error: str | None = None  # a sentence for the user when the file cannot be used
+
+
+def classify_upload(
+    name: str, data: bytes, models: Models, k: int = 3, temperature: float = 1.0
+) -> ClassifiedUpload:
+    """Decode one file and give every model's top-k; a bad file comes back with `error` set.
+
+        result = classify_upload("cat.png", data, {"teacher": (teacher, classes)}, k=3)
+        result.error or result.top["teacher"]  # [("cat", 0.61), ("dog", 0.22), ...]
+
+    Never raises for bad bytes: empty, truncated, non-image, refused formats and decompression
+    bombs all come back with `error`, so the other files of a batch still run.
+    """
+    try:
+        image = decode_image(data, name=name)
+    except ImageDecodeError as error:
+        return ClassifiedUpload(name, error=str(error))
+    except Exception as error:  # anything Pillow did not foresee is still this file's problem
+        return ClassifiedUpload(name, error=f"{name} could not be read: {error}")
+    view = to_model_view(image)
+    pixels = image_to_tensor(view)  # (3, 32, 32) uint8
+    top = {
+        model_name: top_k(predict(model, pixels, temperature)[0], list(classes), k)
+        for model_name, (model, classes) in models.items()
+    }
+    return ClassifiedUpload(name, image=image, view=view, top=top)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from kdcore.checkpoints import CheckpointError
-from kdcore.inference import ACCEPTED_EXTENSIONS
+from kdcore.inference import ACCEPTED_EXTENSIONS, ClassifiedUpload, classify_upload
 from kdcore.plots import STUDENT_COLOR, TEACHER_COLOR, topk_bars
 from ui.context import cached_model, get_manager, init_state
-from ui.predictions import ClassifiedUpload, classify_upload, enlarge
+from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
 
 COLORS = {"teacher": TEACHER_COLOR, "student": STUDENT_COLOR}

@@ -16,13 +16,14 @@ from kdcore.inference import (
     entropy,
     image_to_tensor,
     kl_divergence,
+    logits,
     softened_probabilities,
     temperature_sweep,
     to_model_view,
 )
 from kdcore.plots import softened_bars, temperature_curves
 from ui.context import cached_model, cached_split, get_manager, init_state
-from ui.predictions import enlarge, logits_for
+from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
 
 SWEEP = np.geomspace(0.25, 20.0, 60).tolist()
@@ -134,7 +135,7 @@ temperature = st.slider(
 )
 
 pixels = image_to_tensor(image)  # (3, 32, 32) uint8
-teacher_logits, student_logits = logits_for(teacher, pixels), logits_for(student, pixels)
+teacher_logits, student_logits = logits(teacher, pixels)[0], logits(student, pixels)[0]
 p_teacher = softened_probabilities(teacher_logits, temperature)
 p_student = softened_probabilities(student_logits, temperature)
 picture, numbers = st.columns([1, 3])

@@ -15,9 +15,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from kdcore.execute import execute_run
+from kdcore.inference import classify_upload
 from kdcore.runs import RunSpec, create_run, load_run, write_status
 from ui.context import get_manager
-from ui.predictions import classify_upload
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # OneCycle needs several steps per run: keep subset / batch_size >= 8 (engine limitation).

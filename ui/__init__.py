@@ -2,5 +2,5 @@
 
 context.py      the process-wide RunManager, the data source, cached data and models
 runs_view.py    run names, tables, pickers and the live panel that polls a training run
-predictions.py  models on single images (no Streamlit): logits, uploads classified per file
+predictions.py  display helpers for single images (no Streamlit)
 """
