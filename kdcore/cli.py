@@ -68,15 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "distill", "distil the SmallCNN student from a teacher", run_distill
     )
     distill.add_argument("--teacher", required=True, help="a teacher run id or a checkpoint path")
-    distill.add_argument("--temperature", "-T", type=float, default=2.0, help="softening T (2.0)")
-    distill.add_argument("--alpha", type=float, default=0.5, help="weight of the soft term (0.5)")
+    _distillation_flags(distill)
     _training_flags(distill)
 
     evaluate = _command(commands, "evaluate", "test accuracy of a checkpoint or run", run_evaluate)
     evaluate.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
-    evaluate.add_argument(
-        "--out", type=Path, default=Path("checkpoints"), help="checkpoints folder"
-    )
+    _out_flag(evaluate)
     _data_flags(evaluate)
 
     classify = _command(
@@ -86,9 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("images", nargs="+", help="png, jpg, jpeg, webp or bmp files")
     classify.add_argument("--top-k", type=int, default=3)
     classify.add_argument("--temperature", "-T", type=float, default=1.0)
-    classify.add_argument(
-        "--out", type=Path, default=Path("checkpoints"), help="checkpoints folder"
-    )
+    _out_flag(classify)
 
     bench = _command(commands, "bench", "measure speed against the study's pipeline", run_bench)
     _data_flags(bench)
@@ -98,12 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     _training_flags(study)
     study.add_argument("--teacher-epochs", type=int, default=10, help="epochs for each teacher")
     study.add_argument("--arch", default=DEFAULT_TEACHER_ARCH, choices=list(TEACHER_ARCHS))
-    study.add_argument("--temperature", "-T", type=float, default=2.0)
-    study.add_argument("--alpha", type=float, default=0.5)
+    _distillation_flags(study)
     study.add_argument("--weights-file", help="local ImageNet weights for the ImageNet teacher")
 
     runs = _command(commands, "runs", "list the runs in the checkpoints folder", run_list)
-    runs.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+    _out_flag(runs)
 
     data = _command(commands, "data", "decode (or download) a data source into the cache", run_data)
     _data_flags(data)
@@ -114,6 +108,15 @@ def _command(commands, name: str, help_text: str, handler) -> argparse.ArgumentP
     parser = commands.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
     return parser
+
+
+def _out_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+
+
+def _distillation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--temperature", "-T", type=float, default=2.0, help="softening T (2.0)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the soft term (0.5)")
 
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:
@@ -130,7 +133,7 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
 def _training_flags(parser: argparse.ArgumentParser) -> None:
     _data_flags(parser)
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (10)")
-    parser.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+    _out_flag(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-subset", type=int, help="train on N images only (quick runs)")
     parser.add_argument("--batch-size", type=int, default=128)
