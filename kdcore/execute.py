@@ -49,22 +49,24 @@ class RunRecorder(Callback):
             file.flush()
             os.fsync(file.fileno())
         self.epochs_done = epoch
+        if logs["test_acc"] > self.best_acc:
+            self.best_acc = logs["test_acc"]
+            self.save("best", test_acc=logs["test_acc"])
+        self.save("last", test_acc=logs["test_acc"])
+        write_status(self.folder, "running", epochs_done=epoch, best_test_acc=self.best_acc)
+
+    def save(self, which: str, **meta: Any) -> None:
+        """Write `best.pt` or `last.pt`, with what rebuilds the run in its metadata."""
         meta = {
             "run_id": self.folder.name,
             "role": self.spec.role,
-            "epoch": epoch,
-            "test_acc": logs["test_acc"],
+            "epoch": self.epochs_done,
             "spec": self.spec.to_dict(),
+            **meta,
         }
-        if logs["test_acc"] > self.best_acc:
-            self.best_acc = logs["test_acc"]
-            save_checkpoint(
-                self.folder / "best.pt", self.model, self.spec.model_arch, self.classes, meta
-            )
         save_checkpoint(
-            self.folder / "last.pt", self.model, self.spec.model_arch, self.classes, meta
+            self.folder / f"{which}.pt", self.model, self.spec.model_arch, self.classes, meta
         )
-        write_status(self.folder, "running", epochs_done=epoch, best_test_acc=self.best_acc)
 
 
 def execute_run(
@@ -73,7 +75,7 @@ def execute_run(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
     device: str = "auto",
-) -> FitResult | None:
+) -> FitResult:
     """Train the run `run_id` (already created) to the end, recording everything in its folder.
 
     Failures are recorded as status "failed" with the error, then raised again.
@@ -108,14 +110,7 @@ def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
     )
     extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
     if result.status == "stopped":
-        meta = {
-            "run_id": folder.name,
-            "role": spec.role,
-            "epoch": recorder.epochs_done,
-            "stopped": True,
-            "spec": spec.to_dict(),
-        }
-        save_checkpoint(folder / "last.pt", model, spec.model_arch, train.classes, meta)
+        recorder.save("last", stopped=True)
     write_status(
         folder,
         result.status,
