@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
-from kdcore.engine import OPTIMIZERS
+from kdcore.engine import OPTIMIZERS, FitResult
 from kdcore.execute import execute_run
 from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS, ModelError
 from kdcore.progress import ProgressBar
@@ -161,10 +161,15 @@ def _spec(args: argparse.Namespace, role: str, **fields) -> RunSpec:
     )
 
 
+def train_with_progress(spec: RunSpec, out: Path, device: str) -> tuple[str, FitResult]:
+    """Create the run folder and train it with a progress bar on stderr."""
+    run_id = create_run(spec, out)
+    print(f"run {run_id} ({spec.label or spec.role}) -> {out / run_id}", file=sys.stderr)
+    return run_id, execute_run(run_id, out, callbacks=[ProgressBar()], device=device)
+
+
 def _train(spec: RunSpec, args: argparse.Namespace) -> int:
-    run_id = create_run(spec, args.out)
-    print(f"run {run_id} -> {args.out / run_id}", file=sys.stderr)
-    result = execute_run(run_id, args.out, callbacks=[ProgressBar()], device=args.device)
+    run_id, result = train_with_progress(spec, args.out, args.device)
     summary = {
         "run_id": run_id,
         "status": result.status,

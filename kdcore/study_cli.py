@@ -6,10 +6,8 @@ import argparse
 import json
 import sys
 
-from kdcore.execute import execute_run
 from kdcore.models import ModelError
-from kdcore.progress import ProgressBar
-from kdcore.runs import RunError, RunSpec, create_run, list_runs
+from kdcore.runs import RunError, RunSpec, list_runs
 from kdcore.study import comparison_rows
 
 
@@ -62,10 +60,10 @@ def reproduce_study(args: argparse.Namespace) -> int:
 
 
 def _train_or_report(spec: RunSpec, args: argparse.Namespace) -> str | None:
+    from kdcore.cli import train_with_progress  # cli imports this module lazily
+
     try:
-        run_id = create_run(spec, args.out)
-        print(f"== {spec.label}: run {run_id}", file=sys.stderr)
-        result = execute_run(run_id, args.out, callbacks=[ProgressBar()], device=args.device)
+        run_id, result = train_with_progress(spec, args.out, args.device)
     except (RunError, ModelError) as error:
         print(f"== {spec.label}: not run: {error}", file=sys.stderr)
         return None
