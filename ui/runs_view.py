@@ -55,12 +55,17 @@ def live_progress(record: RunRecord, state: dict[str, Any] | None) -> float:
     return record.progress
 
 
+def current_status(record: RunRecord, state: dict[str, Any] | None) -> str:
+    """The live status while this server trains the run, else the one its folder tells."""
+    return state["status"] if state else record.status
+
+
 def runs_table(records: Sequence[RunRecord], manager: RunManager) -> list[dict[str, Any]]:
     """Rows for st.dataframe: one per run, newest first."""
     rows = []
     for record in records:
         state = manager.snapshot(record.run_id)
-        status = state["status"] if state else record.status
+        status = current_status(record, state)
         rows.append(
             {
                 "run": record.run_id,
@@ -153,7 +158,7 @@ def live_run_panel(
     except RunError as error:
         st.warning(str(error))
         return
-    status = state["status"] if state else record.status
+    status = current_status(record, state)
     if status in ACTIVE:
         st.fragment(run_every=POLL_SECONDS)(_poll_live_run)(manager, run_id, key, overlay, status)
     else:
@@ -163,7 +168,7 @@ def live_run_panel(
 def _poll_live_run(manager: RunManager, run_id: str, key: str, overlay, drawn_status: str) -> None:
     state = manager.snapshot(run_id)
     record = manager.run(run_id)
-    if (state["status"] if state else record.status) != drawn_status:
+    if current_status(record, state) != drawn_status:
         # queued -> running, or the run ended: redraw the whole page once (queue, titles), which
         # polls again only while the run is still active
         st.rerun()
@@ -171,7 +176,7 @@ def _poll_live_run(manager: RunManager, run_id: str, key: str, overlay, drawn_st
 
 
 def _draw_run(manager, record: RunRecord, state: dict[str, Any] | None, key: str, overlay) -> None:
-    status = state["status"] if state else record.status
+    status = current_status(record, state)
     metrics = state["metrics"] if state else list(record.metrics)
     st.markdown(f"**{run_title(record)}** &nbsp; `{record.run_id}`")
     _status_line(record, state, status)
