@@ -29,7 +29,7 @@ QUICK_STUDENT = RunSpec(role="student", data=SYNTHETIC, epochs=8, label="quick s
 QUICK_TEACHER = RunSpec(
     role="teacher",
     data=SYNTHETIC,
-    arch="resnet18",
+    arch="cifarnet",
     epochs=2,
     train_subset=1000,
     batch_size=64,
@@ -109,7 +109,7 @@ def quick_start_ui(manager) -> None:
             st.session_state["distill.run_id"] = run_id
             st.switch_page("pages/distill_student.py")
     if right.button(
-        "Train a tiny ResNet18 teacher on synthetic data",
+        "Train a small CifarNet teacher on synthetic data",
         key="home.quick_teacher_btn",
         icon=":material/school:",
     ):

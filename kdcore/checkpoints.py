@@ -1,8 +1,9 @@
 """Checkpoint files: atomic writes, safe reads (`weights_only=True`), metadata to rebuild a model.
 
 A checkpoint is a plain dict of tensors, strings and numbers:
-`{"format": "kdcore-checkpoint", "version": 1, "arch": ..., "num_classes": ..., "classes": [...],
-"state_dict": {...}, "meta": {...}}`, so `weights_only=True` loads it and nothing in it runs code.
+`{"format": "kdcore-checkpoint", "version": 1, "arch": ..., "stem": ..., "num_classes": ...,
+"classes": [...], "state_dict": {...}, "meta": {...}}`, so `weights_only=True` loads it and
+nothing in it runs code.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def save_checkpoint(
     arch: str,
     classes: tuple[str, ...] | list[str],
     meta: dict[str, Any] | None = None,
+    stem: str | None = None,
 ) -> None:
+    """`stem`: a ResNet's stem ("cifar" or "imagenet"); None for other architectures."""
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
     }
@@ -55,6 +58,7 @@ def save_checkpoint(
             "format": FORMAT,
             "version": VERSION,
             "arch": arch,
+            "stem": stem,
             "num_classes": len(classes),
             "classes": list(classes),
             "state_dict": state,
@@ -87,11 +91,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
-    from kdcore.models import ModelError, build_model
+    from kdcore.models import LEGACY_STEM, ModelError, build_model, is_resnet
 
     payload = read_checkpoint(path)
     try:
-        model = build_model(payload["arch"], payload["num_classes"])
+        # ResNets saved before stems were a choice carry no "stem": they had torchvision's
+        stem = payload.get("stem", LEGACY_STEM if is_resnet(payload["arch"]) else None)
+        model = build_model(payload["arch"], payload["num_classes"], stem)
         model.load_state_dict(payload["state_dict"], strict=True)
     except (ModelError, RuntimeError, KeyError) as error:
         raise CheckpointError(

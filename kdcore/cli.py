@@ -13,7 +13,7 @@ from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
 from kdcore.engine import OPTIMIZERS, FitResult
 from kdcore.execute import execute_run
-from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS, ModelError
+from kdcore.models import STEMS, TEACHER_ARCHS, TEACHER_INITS, ModelError, suggested_teacher_arch
 from kdcore.progress import ProgressBar
 from kdcore.runs import RunError, RunSpec, create_run, list_runs, teacher_checkpoint
 
@@ -44,18 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    teacher = _command(
-        commands, "teacher", "train a ResNet teacher with cross-entropy", run_teacher
-    )
-    teacher.add_argument("--arch", default=DEFAULT_TEACHER_ARCH, choices=list(TEACHER_ARCHS))
+    teacher = _command(commands, "teacher", "train a teacher with cross-entropy", run_teacher)
+    _teacher_model_flags(teacher)
     teacher.add_argument(
         "--init",
         default="scratch",
         choices=TEACHER_INITS,
-        help="scratch, ImageNet weights, or a local weights file (default scratch)",
-    )
-    teacher.add_argument(
-        "--weights-file", help="ImageNet-shaped state_dict for --init imagenet/file"
+        help="scratch, ImageNet weights, or a local weights file (default scratch; ResNets only)",
     )
     _training_flags(teacher)
 
@@ -92,9 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     study = _command(commands, "study", "reproduce the study's five-row table", run_study)
     _training_flags(study)
     study.add_argument("--teacher-epochs", type=int, default=10, help="epochs for each teacher")
-    study.add_argument("--arch", default=DEFAULT_TEACHER_ARCH, choices=list(TEACHER_ARCHS))
+    _teacher_model_flags(study)
     _distillation_flags(study)
-    study.add_argument("--weights-file", help="local ImageNet weights for the ImageNet teacher")
 
     runs = _command(commands, "runs", "list the runs in the checkpoints folder", run_list)
     _out_flag(runs)
@@ -112,6 +106,26 @@ def _command(commands, name: str, help_text: str, handler) -> argparse.ArgumentP
 
 def _out_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("checkpoints"), help="checkpoints folder")
+
+
+def _teacher_model_flags(parser: argparse.ArgumentParser) -> None:
+    suggested = suggested_teacher_arch()
+    parser.add_argument(
+        "--arch",
+        default=suggested,
+        choices=list(TEACHER_ARCHS),
+        help=f"teacher architecture (default here: {suggested}; resnet101 with a GPU, "
+        "cifarnet without)",
+    )
+    parser.add_argument(
+        "--stem",
+        choices=STEMS,
+        help="ResNets: cifar (3x3 stride-1 conv, no max-pool; the default) or imagenet "
+        "(torchvision's 7x7 stride-2 conv and max-pool)",
+    )
+    parser.add_argument(
+        "--weights-file", help="ImageNet-shaped state_dict for --init imagenet/file"
+    )
 
 
 def _distillation_flags(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +150,13 @@ def _training_flags(parser: argparse.ArgumentParser) -> None:
     _out_flag(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-subset", type=int, help="train on N images only (quick runs)")
+    parser.add_argument(
+        "--val-split",
+        type=int,
+        default=0,
+        help="hold out N training images as a validation split (the same N images for every "
+        "run); best.pt is then chosen on it, and each epoch reports val_acc",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, help="peak learning rate (role default if omitted)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw or sgd (role default)")
@@ -151,6 +172,7 @@ def _spec(args: argparse.Namespace, role: str, **fields) -> RunSpec:
         epochs=args.epochs,
         seed=args.seed,
         train_subset=args.train_subset,
+        val_split=args.val_split,
         batch_size=args.batch_size,
         lr=args.lr,
         optimizer=args.optimizer,
@@ -176,12 +198,21 @@ def _train(spec: RunSpec, args: argparse.Namespace) -> int:
         "best_test_acc": result.best_test_acc,
         "final_test_acc": result.history[-1]["test_acc"] if result.history else None,
     }
+    if result.history and "val_acc" in result.history[-1]:
+        summary["final_val_acc"] = result.history[-1]["val_acc"]
     print(json.dumps(summary))
     return 0 if result.status == "finished" else 1
 
 
 def run_teacher(args: argparse.Namespace) -> int:
-    spec = _spec(args, "teacher", arch=args.arch, init=args.init, weights_file=args.weights_file)
+    spec = _spec(
+        args,
+        "teacher",
+        arch=args.arch,
+        stem=args.stem,
+        init=args.init,
+        weights_file=args.weights_file,
+    )
     return _train(spec, args)
 
 

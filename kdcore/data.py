@@ -42,6 +42,7 @@ CIFAR10_CLASSES = (
 )
 IMAGE_SIZE = 32
 CACHE_VERSION = 1
+VAL_SPLIT_SEED = 20_000_000  # fixed: one validation split per data set, whatever the run
 
 
 class DataError(ValueError):
@@ -66,8 +67,27 @@ class ImageSet:
         if size <= 0:
             raise DataError(f"A subset needs at least one image (got {size}).")
         keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:size]
-        keep = keep.sort().values
-        return ImageSet(self.images[keep], self.labels[keep], self.classes)
+        return self._take(keep.sort().values)
+
+    def split_off(self, size: int) -> tuple[ImageSet, ImageSet]:
+        """(the rest, a held-out split of `size` images), disjoint; the same split on every call.
+
+        The held-out images do not depend on any run's seed, so runs of different seeds are
+        chosen between on the same validation images. `size` 0 gives (self, an empty set).
+        """
+        if not 0 <= size < len(self):
+            raise DataError(
+                f"A validation split of {size} images must leave training images; "
+                f"the training set holds {len(self)}."
+            )
+        if size == 0:
+            return self, self._take(torch.zeros(0, dtype=torch.int64))
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+        held_out, rest = order[:size].sort().values, order[size:].sort().values
+        return self._take(rest), self._take(held_out)
+
+    def _take(self, indices: torch.Tensor) -> ImageSet:
+        return ImageSet(self.images[indices], self.labels[indices], self.classes)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ cooperative: `stop_event` is checked between batches and `fit` returns with stat
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -110,10 +112,27 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; on the CPU plain float32 (bf16 is many times slower there)."""
+    """bf16 autocast on CUDA, and on CPUs with native bf16 dot products; else plain float32.
+
+    On a 2-core AVX512-BF16 CPU bf16 trains the SmallCNN about 1.8x faster than float32; on CPUs
+    without it, bf16 is emulated and many times slower. `KDCORE_CPU_BF16=0` turns it off.
+    """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 convolutions natively (AVX512-BF16 or AMX)."""
+    if os.environ.get("KDCORE_CPU_BF16", "1") == "0":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -150,8 +169,13 @@ def fit(
     callbacks: Sequence[Callback] = (),
     stop_event: threading.Event | None = None,
     device: torch.device | None = None,
+    val: ImageSet | None = None,
 ) -> FitResult:
-    """Train `model` for `config.epochs` epochs, evaluating on `test` after each one."""
+    """Train `model` for `config.epochs` epochs, evaluating on `test` after each one.
+
+    With a `val` split held out of the training images, each epoch's row also has `val_loss` and
+    `val_acc`: the numbers to choose settings and epochs on, leaving the test split untouched.
+    """
     device = device or pick_device()
     stop_event = stop_event or threading.Event()
     model = prepare_model(model, device)
@@ -194,6 +218,7 @@ def fit(
             **train_logs,
             "test_loss": test_logs["loss"],
             "test_acc": test_logs["acc"],
+            **_val_logs(model, val, device, config.eval_batch_size),
             "epoch_s": time.perf_counter() - epoch_started,
             "elapsed_s": elapsed,
             "eta_s": elapsed / (epoch + 1) * (config.epochs - epoch - 1),
@@ -202,6 +227,15 @@ def fit(
         emit("on_epoch_end", epoch + 1, row)
     emit("on_fit_end", result.status, {"best_test_acc": result.best_test_acc})
     return result
+
+
+def _val_logs(
+    model: nn.Module, val: ImageSet | None, device: torch.device, batch_size: int
+) -> dict[str, float]:
+    if val is None or len(val) == 0:
+        return {}
+    logs = evaluate(model, val, device, batch_size)
+    return {"val_loss": logs["loss"], "val_acc": logs["acc"]}
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -264,6 +298,7 @@ class _StepContext:
         order = epoch_order(len(labels), seed, epoch).to(self.device)
         views = epoch_views(len(labels), seed, epoch)
         loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
+        term_sums: dict[str, float] = {}  # distillation: soft, hard and teacher agreement
         for batch_index, indices in enumerate(order.split(self.config.batch_size)):
             if stop_event.is_set():
                 return None
@@ -276,18 +311,24 @@ class _StepContext:
             loss_sum += loss * len(indices)
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(indices)
+            extra = {k: v.item() for k, v in terms.items() if k != "loss"}
+            if teacher is not None:
+                extra["agreement"] = (logits.argmax(1) == teacher.argmax(1)).float().mean().item()
+            for name, value in extra.items():
+                term_sums[name] = term_sums.get(name, 0.0) + value * len(indices)
             step_logs = {
                 "loss": loss,
                 "epoch": epoch + 1,
                 "batch": batch_index + 1,
                 "batches": batches,
-                **{k: v.item() for k, v in terms.items() if k != "loss"},
+                **extra,
             }
             self.emit("on_batch_end", epoch * batches + batch_index + 1, step_logs)
         seconds = time.perf_counter() - started
         return {
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
+            **{f"train_{name}": total / seen for name, total in term_sums.items()},
             "images_per_s": seen / seconds,
             "lr": self.scheduler.get_last_lr()[0],
         }
@@ -302,7 +343,14 @@ class _StepContext:
             terms = {"loss": loss}
         else:
             d = self.distillation
-            terms = distillation_terms(logits, teacher_logits, targets, d.temperature, d.alpha)
+            terms = distillation_terms(
+                logits,
+                teacher_logits,
+                targets,
+                d.temperature,
+                d.alpha,
+                label_smoothing=self.config.label_smoothing,
+            )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizer.step()

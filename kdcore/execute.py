@@ -49,11 +49,13 @@ class RunRecorder(Callback):
             file.flush()
             os.fsync(file.fileno())
         self.epochs_done = epoch
-        if logs["test_acc"] > self.best_acc:
-            self.best_acc = logs["test_acc"]
-            self.save("best", test_acc=logs["test_acc"])
+        # best.pt is chosen on the validation split when the run holds one out
+        score = logs.get("val_acc", logs["test_acc"])
+        if score > self.best_acc:
+            self.best_acc = score
+            self.save("best", test_acc=logs["test_acc"], chosen_on=_chosen_on(logs))
         self.save("last", test_acc=logs["test_acc"])
-        write_status(self.folder, "running", epochs_done=epoch, best_test_acc=self.best_acc)
+        write_status(self.folder, "running", epochs_done=epoch)
 
     def save(self, which: str, **meta: Any) -> None:
         """Write `best.pt` or `last.pt`, with what rebuilds the run in its metadata."""
@@ -65,8 +67,17 @@ class RunRecorder(Callback):
             **meta,
         }
         save_checkpoint(
-            self.folder / f"{which}.pt", self.model, self.spec.model_arch, self.classes, meta
+            self.folder / f"{which}.pt",
+            self.model,
+            self.spec.model_arch,
+            self.classes,
+            meta,
+            stem=self.spec.model_stem,
         )
+
+
+def _chosen_on(logs: dict[str, float]) -> str:
+    return "val_acc" if "val_acc" in logs else "test_acc"
 
 
 def execute_run(
@@ -92,7 +103,8 @@ def execute_run(
 
 
 def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
-    train = load_split(spec.data, "train").subset(spec.train_subset, spec.seed)
+    train, val = load_split(spec.data, "train").split_off(spec.val_split)
+    train = train.subset(spec.train_subset, spec.seed)
     test = load_split(spec.data, "test")
     torch.manual_seed(spec.seed)
     model = _initial_model(spec, len(train.classes))
@@ -107,6 +119,7 @@ def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
         callbacks=[recorder, *callbacks],
         stop_event=stop_event,
         device=device,
+        val=val if len(val) else None,
     )
     extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
     if result.status == "stopped":
@@ -124,7 +137,9 @@ def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
 
 def _initial_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
     if spec.role == "teacher":
-        return build_teacher(spec.model_arch, num_classes, spec.init, spec.weights_file)
+        return build_teacher(
+            spec.model_arch, num_classes, spec.init, spec.weights_file, spec.model_stem
+        )
     return build_model(spec.model_arch, num_classes)
 
 
@@ -138,7 +153,7 @@ def _distillation(
         teacher, _ = load_model(checkpoint, device)
     except CheckpointError as error:
         raise RunError(str(error)) from error
-    data_key = f"{source_fingerprint(spec.data)}-n{len(train)}-seed{spec.seed}"
+    data_key = f"{source_fingerprint(spec.data)}-val{spec.val_split}-n{len(train)}-seed{spec.seed}"
     outputs = TeacherOutputs(
         teacher, train.images, spec.seed, cache_dir_for(checkpoint, data_key), device=device
     )

@@ -25,19 +25,21 @@ def distillation_terms(
     targets: torch.Tensor,
     T: float = 2.0,
     alpha: float = 0.5,
+    label_smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The named terms of the study's loss: `soft` (KL * T^2), `hard` (CE) and their mix `loss`.
 
     `soft` is PyTorch's `kl_div(log_softmax(s/T), softmax(t/T), reduction="batchmean")`, that is
     KL(teacher || student) per sample averaged over the batch, scaled by T^2 so its gradients keep
-    their size as T changes.
+    their size as T changes. `label_smoothing` smooths the labels of the hard term only (the
+    study's loss: 0).
     """
     check_distillation_settings(T, alpha)
     student_log_probs = F.log_softmax(student_logits.float() / T, dim=-1)
     teacher_probs = soft_targets(teacher_logits.detach(), T)  # a target: no gradient to the teacher
     soft = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
     soft = soft * (T * T)
-    hard = F.cross_entropy(student_logits.float(), targets)
+    hard = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
     return {"loss": alpha * soft + (1.0 - alpha) * hard, "soft": soft, "hard": hard}
 
 

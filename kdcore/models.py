@@ -1,7 +1,7 @@
-"""The study's student (SmallCNN) and the ResNet teachers.
+"""The study's student (SmallCNN) and the teachers: CifarNet and the ResNets.
 
-A model is rebuilt from two facts that every checkpoint carries: its architecture name and its
-number of classes (`build_model(arch, num_classes)`).
+A model is rebuilt from the facts every checkpoint carries: its architecture name, its number of
+classes and, for a ResNet, its stem (`build_model(arch, num_classes, stem)`).
 """
 
 from __future__ import annotations
@@ -14,21 +14,39 @@ from torch import nn
 from torchvision import models as tv_models
 
 STUDENT_ARCH = "smallcnn"
-DEFAULT_TEACHER_ARCH = "resnet101"
+CIFARNET_ARCH = "cifarnet"
+DEFAULT_TEACHER_ARCH = "resnet101"  # the study's teacher
 
 # name -> (torchvision builder, weights enum name of the ImageNet weights)
-TEACHER_ARCHS: dict[str, tuple[Callable[..., nn.Module], str]] = {
+RESNET_ARCHS: dict[str, tuple[Callable[..., nn.Module], str]] = {
     "resnet18": (tv_models.resnet18, "ResNet18_Weights"),
     "resnet34": (tv_models.resnet34, "ResNet34_Weights"),
     "resnet50": (tv_models.resnet50, "ResNet50_Weights"),
     "resnet101": (tv_models.resnet101, "ResNet101_Weights"),
     "resnet152": (tv_models.resnet152, "ResNet152_Weights"),
 }
+TEACHER_ARCHS = (CIFARNET_ARCH, *RESNET_ARCHS)
 TEACHER_INITS = ("scratch", "imagenet", "file")
+# cifar: a 3x3 stride-1 first conv and no max-pool, so layer1 sees 32x32 maps (ImageNet's 7x7
+# stride-2 conv and max-pool leave 8x8 there and 1x1 in layer4). imagenet: torchvision's own.
+STEMS = ("cifar", "imagenet")
+DEFAULT_STEM = "cifar"
+LEGACY_STEM = "imagenet"  # ResNets saved before stems were a choice had torchvision's
 
 
 class ModelError(ValueError):
     """A model cannot be built as asked; the message says what to do."""
+
+
+def suggested_teacher_arch(cuda_available: bool | None = None) -> str:
+    """ResNet101 (the study's) where a GPU trains it in minutes; CifarNet on a CPU."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    return DEFAULT_TEACHER_ARCH if cuda_available else CIFARNET_ARCH
+
+
+def is_resnet(arch: str) -> bool:
+    return arch in RESNET_ARCHS
 
 
 class SmallCNN(nn.Module):
@@ -57,17 +75,57 @@ class SmallCNN(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class CifarNet(nn.Module):
+    """A compact CIFAR teacher in the style of airbench (Keller Jordan): BatchNorm, 3x3 convs.
+
+    A 3x3 stem, then three groups of (conv, max-pool, BN, ReLU, conv, BN, ReLU) with their convs at
+    32/16, 16/8 and 8/4 px, a global max-pool and a linear head. With the default widths it costs
+    85.8 M multiply-adds per 32x32 image (SmallCNN: 10.3 M; ResNet18 with the cifar stem: 555 M),
+    measured by `multiply_adds` in tests/test_models.py.
+    """
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128, 256)):
+        super().__init__()
+        stem, *groups = widths
+        layers: list[nn.Module] = [*_conv_bn_relu(3, stem)]  # (B, stem, 32, 32)
+        for cin, cout in zip(widths[:-1], groups, strict=True):
+            layers += [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.MaxPool2d(2),  # halves the maps: 32 -> 16 -> 8 -> 4
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                *_conv_bn_relu(cout, cout),
+            ]
+        self.features = nn.Sequential(*layers)  # (B, widths[-1], 4, 4)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.classifier = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _conv_bn_relu(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+
+
 def known_archs() -> list[str]:
     return [STUDENT_ARCH, *TEACHER_ARCHS]
 
 
-def build_model(arch: str, num_classes: int = 10) -> nn.Module:
-    """An untrained model by name: `build_model("resnet101", 10)`."""
+def build_model(arch: str, num_classes: int = 10, stem: str | None = None) -> nn.Module:
+    """An untrained model by name: `build_model("resnet101", 10, stem="cifar")`.
+
+    `stem` applies to ResNets only (None: the default, cifar); other archs refuse one.
+    """
+    if not is_resnet(arch) and stem is not None:
+        raise ModelError(f"Only ResNets have a stem choice; {arch} has none.")
     if arch == STUDENT_ARCH:
         return SmallCNN(num_classes)
-    builder, _ = _teacher_entry(arch)
+    if arch == CIFARNET_ARCH:
+        return CifarNet(num_classes)
+    builder, _ = _resnet_entry(arch)
     model = builder(weights=None)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    _fit_resnet(model, num_classes, stem or DEFAULT_STEM)
     return model
 
 
@@ -76,37 +134,54 @@ def build_teacher(
     num_classes: int = 10,
     init: str = "scratch",
     weights_file: str | Path | None = None,
+    stem: str | None = None,
 ) -> nn.Module:
-    """A ResNet teacher with a fresh `num_classes` head.
+    """A teacher with a fresh `num_classes` head.
 
-    `init="scratch"`: random weights. `init="imagenet"`: torchvision's ImageNet weights, taken from
-    `weights_file` when given, else through torchvision's weights API and its cache (this needs
-    internet once). `init="file"`: an ImageNet-shaped state_dict from `weights_file`.
+    `init="scratch"`: random weights. `init="imagenet"` (ResNets): torchvision's ImageNet weights,
+    taken from `weights_file` when given, else through torchvision's weights API and its cache
+    (this needs internet once). `init="file"`: an ImageNet-shaped state_dict from `weights_file`.
+    With the cifar stem, every ImageNet weight loads except conv1's: its 7x7 stride-2 kernel does
+    not fit the 3x3 stride-1 stem, which starts fresh.
     """
-    builder, weights_enum_name = _teacher_entry(arch)
     if init not in TEACHER_INITS:
         raise ModelError(
             f"Unknown initialisation {init!r}; choose one of {', '.join(TEACHER_INITS)}."
         )
     if init == "scratch":
-        return build_model(arch, num_classes)
+        return build_model(arch, num_classes, stem)
+    if not is_resnet(arch):
+        raise ModelError(f"{arch} has no ImageNet weights; train it with --init scratch.")
+    builder, weights_enum_name = _resnet_entry(arch)
+    stem = stem or DEFAULT_STEM
     if init == "file" and weights_file is None:
         raise ModelError("Initialisation 'file' needs a weights file (--weights-file PATH).")
     if weights_file is not None:
-        model = builder(weights=None)
-        # strict on the backbone; the head is replaced below, so the file's fc (any size or none)
-        # is not needed
-        model.load_state_dict(_read_backbone_state(Path(weights_file), arch), strict=False)
-    else:
-        model = _download_imagenet(builder, arch, weights_enum_name)
-    model.fc = nn.Linear(model.fc.in_features, num_classes)
+        model = build_model(arch, num_classes, stem)
+        # strict on the backbone; the head stays fresh, so the file's fc (any size or none) is
+        # not needed
+        model.load_state_dict(_read_backbone_state(Path(weights_file), model, arch), strict=False)
+        return model
+    model = _download_imagenet(builder, arch, weights_enum_name)
+    _fit_resnet(model, num_classes, stem)
     return model
 
 
-def _teacher_entry(arch: str) -> tuple[Callable[..., nn.Module], str]:
-    if arch not in TEACHER_ARCHS:
+def _fit_resnet(model: nn.Module, num_classes: int, stem: str) -> None:
+    """Give a torchvision ResNet the asked stem and a fresh `num_classes` head, in place."""
+    if stem not in STEMS:
+        raise ModelError(f"Unknown stem {stem!r}; choose one of {', '.join(STEMS)}.")
+    if stem == "cifar":
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+        model.maxpool = nn.Identity()
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+
+
+def _resnet_entry(arch: str) -> tuple[Callable[..., nn.Module], str]:
+    if arch not in RESNET_ARCHS:
         raise ModelError(f"Unknown architecture {arch!r}; known: {', '.join(known_archs())}.")
-    return TEACHER_ARCHS[arch]
+    return RESNET_ARCHS[arch]
 
 
 def _download_imagenet(builder: Callable[..., nn.Module], arch: str, enum_name: str) -> nn.Module:
@@ -123,7 +198,11 @@ def _download_imagenet(builder: Callable[..., nn.Module], arch: str, enum_name: 
         ) from error
 
 
-def _read_backbone_state(path: Path, arch: str) -> dict[str, torch.Tensor]:
+def _read_backbone_state(path: Path, model: nn.Module, arch: str) -> dict[str, torch.Tensor]:
+    """The file's backbone weights for `model`: every tensor but fc's, names and shapes exact.
+
+    An ImageNet-shaped file given to a cifar-stem model loads all but its 7x7 conv1.
+    """
     if not path.is_file():
         raise ModelError(f"Weights file {path} does not exist.")
     try:
@@ -136,9 +215,11 @@ def _read_backbone_state(path: Path, arch: str) -> dict[str, torch.Tensor]:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ModelError(f"Weights file {path} does not hold {arch} weights.")
-    # the backbone must match exactly (names and shapes); fc is dropped, whatever its size
-    expected = {k: v for k, v in build_model(arch).state_dict().items() if not k.startswith("fc.")}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
     backbone = {k: v for k, v in state.items() if not str(k).startswith("fc.")}
+    conv1 = backbone.get("conv1.weight")
+    if isinstance(conv1, torch.Tensor) and conv1.shape[-1] != expected["conv1.weight"].shape[-1]:
+        del backbone["conv1.weight"], expected["conv1.weight"]  # the other stem's: start fresh
     if set(backbone) != set(expected) or any(
         not isinstance(backbone[k], torch.Tensor) or backbone[k].shape != v.shape
         for k, v in expected.items()

@@ -21,39 +21,37 @@ from kdcore.data import source_status
 from kdcore.engine import TrainConfig
 from kdcore.losses import check_distillation_settings
 from kdcore.models import (
+    DEFAULT_STEM,
     DEFAULT_TEACHER_ARCH,
+    LEGACY_STEM,
+    STEMS,
     STUDENT_ARCH,
     TEACHER_ARCHS,
     TEACHER_INITS,
+    is_resnet,
 )
+from kdcore.recipes import RECIPE_FIELDS, optimiser_defaults
 
 ROLES = ("teacher", "student", "distill")
 DEFAULT_ROOT = Path("checkpoints")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ACTIVE = ("queued", "running")
 
-# Defaults per role (README "Defaults"), all one-cycle. The student alone on the CIFAR-10 JPEG
-# copy, 10 epochs: 71.62 % without label smoothing, 72.71 % with 0.1 (about 4.3 min on 2 cores).
-# A distilled student learns from the study's loss, whose hard term has no label smoothing.
-ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "student": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4, "label_smoothing": 0.1},
-    "distill": {"optimizer": "adamw", "lr": 6e-3, "weight_decay": 5e-4, "label_smoothing": 0.0},
-    "teacher": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "label_smoothing": 0.0},
-}
-
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that defines a run; `None` optimiser fields take the role's defaults."""
+    """Everything that defines a run; `None` optimiser fields take the recipe's defaults."""
 
     role: str
     data: str = "cifar10"
     arch: str | None = None
+    stem: str | None = None  # ResNets only: "cifar" (the default) or "imagenet"
     init: str = "scratch"
     weights_file: str | None = None
     teacher: str | None = None  # a teacher run id, or a checkpoint path
     epochs: int = 10
     train_subset: int | None = None
+    val_split: int = 0  # training images held out to choose settings and the best epoch on
     batch_size: int = 128
     optimizer: str | None = None
     lr: float | None = None
@@ -68,10 +66,17 @@ class RunSpec:
     def model_arch(self) -> str:
         return self.arch or (DEFAULT_TEACHER_ARCH if self.role == "teacher" else STUDENT_ARCH)
 
+    @property
+    def model_stem(self) -> str | None:
+        """The ResNet stem this run builds (None for other archs)."""
+        return (self.stem or DEFAULT_STEM) if is_resnet(self.model_arch) else None
+
     def train_config(self) -> TrainConfig:
-        """The optimiser settings: those given here, the role's defaults for the rest."""
-        defaults = ROLE_DEFAULTS[self.role]
-        given = {name: getattr(self, name) for name in defaults if getattr(self, name) is not None}
+        """The optimiser settings: those given here, the recipe's defaults for the rest."""
+        defaults = optimiser_defaults(self.role, self.model_arch, self.model_stem, self.init)
+        given = {
+            name: getattr(self, name) for name in RECIPE_FIELDS if getattr(self, name) is not None
+        }
         return TrainConfig(
             epochs=self.epochs, batch_size=self.batch_size, seed=self.seed, **{**defaults, **given}
         )
@@ -82,7 +87,11 @@ class RunSpec:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunSpec:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        fields = {k: v for k, v in values.items() if k in known}
+        if "stem" not in values:  # saved before stems were a choice: torchvision's stem
+            fields["stem"] = LEGACY_STEM if values.get("role") == "teacher" else None
+        spec = cls(**fields)
+        return spec if spec.model_stem else dataclasses.replace(spec, stem=None)
 
 
 class RunError(ValueError):
@@ -99,12 +108,20 @@ def validate(spec: RunSpec, root: Path = DEFAULT_ROOT) -> None:
         )
     if spec.role != "teacher" and spec.model_arch != STUDENT_ARCH:
         raise RunError(f"Students are {STUDENT_ARCH}; got {spec.model_arch!r}.")
+    if spec.stem is not None and not is_resnet(spec.model_arch):
+        raise RunError(f"Only ResNets have a stem choice; {spec.model_arch} has none.")
+    if spec.stem is not None and spec.stem not in STEMS:
+        raise RunError(f"Unknown stem {spec.stem!r}; use {' or '.join(STEMS)}.")
     if spec.init not in TEACHER_INITS:
         raise RunError(f"Unknown initialisation {spec.init!r}; use {', '.join(TEACHER_INITS)}.")
+    if spec.init != "scratch" and not is_resnet(spec.model_arch):
+        raise RunError(f"{spec.model_arch} has no ImageNet weights; train it from scratch.")
     if spec.init == "file" and not (spec.weights_file and Path(spec.weights_file).is_file()):
         raise RunError(f"Weights file {spec.weights_file!r} does not exist.")
     if spec.train_subset is not None and spec.train_subset < 1:
         raise RunError(f"Training subset must hold at least 1 image (got {spec.train_subset}).")
+    if spec.val_split < 0:
+        raise RunError(f"The validation split cannot be negative (got {spec.val_split}).")
     try:
         spec.train_config()
         check_distillation_settings(spec.temperature, spec.alpha)

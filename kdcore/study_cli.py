@@ -20,6 +20,7 @@ def reproduce_study(args: argparse.Namespace) -> int:
         "data": args.data_dir,
         "seed": args.seed,
         "train_subset": args.train_subset,
+        "val_split": args.val_split,
         "batch_size": args.batch_size,
     }
     teachers = {}
@@ -27,6 +28,7 @@ def reproduce_study(args: argparse.Namespace) -> int:
         spec = RunSpec(
             role="teacher",
             arch=args.arch,
+            stem=args.stem,
             init=init,
             weights_file=args.weights_file,
             epochs=args.teacher_epochs,

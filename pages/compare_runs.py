@@ -29,6 +29,7 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "status": record.status,
         "best test acc (%)": _percent(record.best_test_acc),
         "final test acc (%)": _percent(record.final_test_acc),
+        "final val acc (%)": _percent(last.get("val_acc")),
         "epochs": f"{len(record.metrics)}/{spec.epochs}",
         "time (s)": round(last["elapsed_s"], 1) if "elapsed_s" in last else None,
         "T": spec.temperature if distilled else None,

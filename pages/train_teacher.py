@@ -1,25 +1,36 @@
-"""Train a teacher: a ResNet from scratch, from ImageNet weights or from a weights file."""
+"""Train a teacher: CifarNet, or a ResNet from scratch, ImageNet weights or a weights file."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from kdcore.models import DEFAULT_TEACHER_ARCH, TEACHER_ARCHS, TEACHER_INITS
-from kdcore.runs import ACTIVE, ROLE_DEFAULTS, RunSpec
+from kdcore.models import (
+    STEMS,
+    TEACHER_ARCHS,
+    TEACHER_INITS,
+    is_resnet,
+    suggested_teacher_arch,
+)
+from kdcore.runs import ACTIVE, RunSpec
 from ui.context import data_source, get_manager, init_state
 from ui.runs_view import live_run_panel, run_picker, submit_ui
 
 INIT_LABELS = {"scratch": "from scratch", "imagenet": "ImageNet weights", "file": "a weights file"}
+STEM_LABELS = {
+    "cifar": "cifar: 3x3 stride 1, no max-pool (suits 32 px)",
+    "imagenet": "imagenet: torchvision's 7x7 stride 2 + max-pool",
+}
 
 init_state(
     {
-        "teacher.arch": DEFAULT_TEACHER_ARCH,
+        "teacher.arch": suggested_teacher_arch(),
+        "teacher.stem": "cifar",
         "teacher.init": "scratch",
         "teacher.weights_file": "",
         "teacher.epochs": 10,
         "teacher.subset": 0,
         "teacher.batch_size": 128,
-        "teacher.lr": ROLE_DEFAULTS["teacher"]["lr"],
+        "teacher.lr": None,  # None: the recipe's for the arch, stem and init
         "teacher.seed": 0,
     }
 )
@@ -30,7 +41,21 @@ def teacher_settings_ui() -> RunSpec | None:
     with st.form("teacher.form"):
         left, middle, right = st.columns(3)
         arch = left.selectbox(
-            "Architecture", list(TEACHER_ARCHS), key="teacher.arch", persist_state="session"
+            "Architecture",
+            list(TEACHER_ARCHS),
+            key="teacher.arch",
+            persist_state="session",
+            help="cifarnet: a compact CIFAR network that trains in minutes on a CPU. "
+            "resnet101: the study's teacher; with the cifar stem it wants a GPU.",
+        )
+        stem = left.radio(
+            "ResNet stem",
+            STEMS,
+            key="teacher.stem",
+            persist_state="session",
+            format_func=STEM_LABELS.get,
+            help="ResNets only. The ImageNet stem leaves 8x8 maps of a 32 px image after two "
+            "layers; the cifar stem keeps 32x32 (about 16x the compute).",
         )
         init = middle.radio(
             "Initialisation",
@@ -67,6 +92,9 @@ def teacher_settings_ui() -> RunSpec | None:
             format="%.4f",
             key="teacher.lr",
             persist_state="session",
+            placeholder="the recipe's",
+            help="Empty: the recipe for the architecture, stem and initialisation "
+            "(README, 'Teacher recipes').",
         )
         seed = middle.number_input(
             "Seed", min_value=0, step=1, key="teacher.seed", persist_state="session"
@@ -78,12 +106,13 @@ def teacher_settings_ui() -> RunSpec | None:
         role="teacher",
         data=data_source(),
         arch=arch,
+        stem=stem if is_resnet(arch) else None,
         init=init,
         weights_file=weights.strip() or None,
         epochs=int(epochs),
         train_subset=int(subset) or None,
         batch_size=int(batch_size),
-        lr=float(lr),
+        lr=None if lr is None else float(lr),
         seed=int(seed),
     )
 

@@ -32,7 +32,7 @@ def synthetic_test() -> ImageSet:
     return synthetic_split("test")
 
 
-def write_teacher_checkpoint(path: Path, seed: int = 0, arch: str = "resnet18") -> Path:
+def write_teacher_checkpoint(path: Path, seed: int = 0, arch: str = "cifarnet") -> Path:
     """A randomly initialised 10-class teacher saved as a kdcore checkpoint."""
     torch.manual_seed(seed)
     classes = [f"pattern{k}" for k in range(10)]
@@ -42,7 +42,7 @@ def write_teacher_checkpoint(path: Path, seed: int = 0, arch: str = "resnet18") 
 
 @pytest.fixture
 def make_teacher_checkpoint():
-    """`make_teacher_checkpoint(path, seed=0, arch="resnet18") -> path`."""
+    """`make_teacher_checkpoint(path, seed=0, arch="cifarnet") -> path`."""
     return write_teacher_checkpoint
 
 

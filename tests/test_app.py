@@ -21,7 +21,7 @@ from ui.context import get_manager
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 # OneCycle needs several steps per run: keep subset / batch_size >= 8 (engine limitation).
-TINY_TEACHER = RunSpec(role="teacher", data="synthetic", arch="resnet18", epochs=1,
+TINY_TEACHER = RunSpec(role="teacher", data="synthetic", arch="cifarnet", epochs=1,
                        train_subset=256, batch_size=32, label="tiny teacher")  # fmt: skip
 TINY_STUDENT = RunSpec(role="student", data="synthetic", epochs=1, train_subset=512, batch_size=64)
 

@@ -114,3 +114,25 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(saved):
     torch.save({**payload, "arch": "resnet18"}, path)
     with pytest.raises(CheckpointError, match="does not fit its architecture"):
         load_model(path)
+
+
+def test_a_resnet_keeps_its_stem_through_a_checkpoint(tmp_path):
+    from kdcore.models import build_model
+
+    for stem, kernel in (("cifar", 3), ("imagenet", 7)):
+        path = tmp_path / f"{stem}.pt"
+        save_checkpoint(path, build_model("resnet18", 10, stem), "resnet18", CLASSES, stem=stem)
+        model, payload = load_model(path)
+        assert payload["stem"] == stem and model.conv1.kernel_size == (kernel, kernel)
+
+
+def test_a_resnet_checkpoint_saved_before_stems_loads_with_the_imagenet_stem(tmp_path):
+    from kdcore.models import build_model
+
+    path = tmp_path / "legacy.pt"
+    save_checkpoint(path, build_model("resnet18", 10, "imagenet"), "resnet18", CLASSES)
+    payload = torch.load(path, weights_only=True)
+    del payload["stem"]
+    torch.save(payload, path)
+    model, _ = load_model(path)
+    assert model.conv1.kernel_size == (7, 7)

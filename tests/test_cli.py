@@ -55,7 +55,7 @@ def test_common_flags_have_the_documented_names():
 def trained_runs(tmp_path, capsys, fast_synthetic):
     """A tiny teacher, a lone student and a distilled student trained through the CLI."""
     out = tmp_path / "runs"
-    teacher_args = ["teacher", "--arch", "resnet18", *TINY, "--out", str(out)]
+    teacher_args = ["teacher", "--arch", "cifarnet", *TINY, "--out", str(out)]
     assert main(teacher_args) == 0
     teacher = last_json(capsys.readouterr().out)
     assert main(["student", *TINY, "--out", str(out)]) == 0
@@ -169,8 +169,8 @@ def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, mo
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
     out = tmp_path / "runs"
-    args = ["study", "--arch", "resnet18", "--teacher-epochs", "1", *TINY, "--out", str(out)]
-    assert main(args) == 0
+    args = ["study", "--arch", "resnet18", "--stem", "imagenet", "--teacher-epochs", "1", *TINY]
+    assert main([*args, "--out", str(out)]) == 0
     captured = capsys.readouterr()
     rows = last_json(captured.out)
     assert [row["study_acc"] for row in rows] == [0.7948, 0.8754, 0.7598, 0.81, 0.6751]
@@ -179,3 +179,5 @@ def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, mo
                       "student alone (no teacher)"]  # fmt: skip
     assert "not run" in captured.err and "no network" in captured.err
     assert len(list_runs(out)) == 4  # the ImageNet teacher's failed run stays, marked failed
+    teachers = [r for r in list_runs(out) if r.spec.role == "teacher"]
+    assert {r.spec.model_stem for r in teachers} == {"imagenet"}

@@ -269,6 +269,38 @@ def test_subset_is_seeded_deterministic_and_keeps_pairs():
     assert first.classes == full.classes
 
 
+def test_validation_split_is_disjoint_deterministic_and_keeps_pairs():
+    index = torch.arange(1000)
+    images = torch.zeros(1000, 3, 32, 32, dtype=torch.uint8)
+    images[:, 0, 0, 0], images[:, 0, 0, 1] = index % 256, index // 256  # image k encodes k
+    data = ImageSet(images, index.clone(), tuple("abcdefghij"))  # label k for image k
+    rest, val = data.split_off(100)
+    assert (len(rest), len(val)) == (900, 100)
+    assert set(rest.labels.tolist()).isdisjoint(val.labels.tolist())
+    assert set(rest.labels.tolist()) | set(val.labels.tolist()) == set(range(1000))
+    for part in (rest, val):
+        decoded = part.images[:, 0, 0, 0].long() + 256 * part.images[:, 0, 0, 1].long()
+        assert torch.equal(decoded, part.labels)  # every image kept its own label
+    rest_again, val_again = data.split_off(100)
+    assert torch.equal(val.labels, val_again.labels) and torch.equal(rest.labels, rest_again.labels)
+
+
+def test_validation_split_indices_do_not_depend_on_a_run_seed():
+    data = synthetic_split("train")
+    _, first = data.split_off(500)
+    torch.manual_seed(123)  # the global generator is not used
+    _, second = data.split_off(500)
+    assert torch.equal(first.images, second.images)
+
+
+def test_validation_split_of_zero_is_empty_and_too_large_is_refused():
+    data = synthetic_split("test")
+    rest, val = data.split_off(0)
+    assert rest is data and len(val) == 0
+    with pytest.raises(DataError, match="must leave training images"):
+        data.split_off(len(data))
+
+
 def test_subset_of_none_or_more_is_everything_and_zero_is_refused():
     full = indexed_set(20)
     assert full.subset(None) is full and full.subset(20) is full and full.subset(99) is full

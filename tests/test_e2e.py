@@ -68,7 +68,7 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 60.0) -> N
 def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny finished teacher and student, made with kdcore before the server starts."""
     root = tmp_path_factory.mktemp("e2e") / "checkpoints"
-    teacher = RunSpec(role="teacher", data="synthetic", arch="resnet18", epochs=1,
+    teacher = RunSpec(role="teacher", data="synthetic", arch="cifarnet", epochs=1,
                       train_subset=256, batch_size=32, label="e2e teacher")  # fmt: skip
     student = RunSpec(role="student", data="synthetic", epochs=1, train_subset=512, batch_size=64)
     for spec in (teacher, student):

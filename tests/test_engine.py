@@ -228,8 +228,34 @@ def test_distillation_reports_soft_and_hard_terms_and_asks_the_teacher_each_epoc
     for event in recorder.events:
         if event[0] == "batch":
             logs = event[2]
-            assert {"soft", "hard"} <= set(logs)
+            assert {"soft", "hard", "agreement"} <= set(logs)
             assert logs["loss"] == pytest.approx(0.9 * logs["soft"] + 0.1 * logs["hard"], rel=1e-5)
+    # the teacher's argmax is the label here, so agreement with it is the training accuracy
+    for epoch, row in ((e[1], e[2]) for e in recorder.events if e[0] == "epoch"):
+        batches = [e[2] for e in recorder.events if e[0] == "batch" and e[2]["epoch"] == epoch]
+        mean_soft = sum(b["soft"] * 32 for b in batches[:-1]) + batches[-1]["soft"] * (
+            len(train) - 32 * (len(batches) - 1)
+        )
+        assert row["train_soft"] == pytest.approx(mean_soft / len(train), rel=1e-6)
+        assert row["train_agreement"] == pytest.approx(row["train_acc"], abs=1e-9)
+
+
+def test_a_lone_student_reports_no_distillation_terms(tiny):
+    train, test = tiny
+    result = fit(fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32), device=CPU)
+    assert not {"train_soft", "train_hard", "train_agreement"} & set(result.history[0])
+
+
+def test_label_smoothing_reaches_the_hard_term_of_distillation(tiny):
+    train, test = tiny
+    teacher = FixedTeacher(torch.zeros(len(train), 10))
+    rows = {}
+    for smoothing in (0.0, 0.3):
+        config = TrainConfig(epochs=1, batch_size=32, label_smoothing=smoothing)
+        distillation = Distillation(teacher, temperature=2.0, alpha=0.5)
+        rows[smoothing] = fit(fresh_model(), train, test, config, distillation=distillation,
+                              device=CPU).history[0]  # fmt: skip
+    assert rows[0.0]["train_hard"] != pytest.approx(rows[0.3]["train_hard"], rel=1e-3)
 
 
 def test_teacher_stopped_mid_pass_stops_the_fit(tiny):
@@ -262,3 +288,31 @@ def test_evaluate_returns_mean_cross_entropy_and_accuracy(synthetic_test):
     expected_loss = F.cross_entropy(logits.expand(len(test), -1), test.labels).item()
     assert result["acc"] == pytest.approx((test.labels == 9).float().mean().item())
     assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
+
+
+def test_cpu_bf16_follows_the_hardware_and_can_be_turned_off(monkeypatch):
+    from kdcore import engine
+
+    engine.cpu_has_native_bf16.cache_clear()
+    monkeypatch.setenv("KDCORE_CPU_BF16", "0")
+    assert engine.cpu_has_native_bf16() is False
+    with engine.autocast_for(CPU):
+        assert not torch.is_autocast_enabled("cpu")
+    engine.cpu_has_native_bf16.cache_clear()
+    monkeypatch.delenv("KDCORE_CPU_BF16")
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert engine.cpu_has_native_bf16() is native
+    with engine.autocast_for(CPU):
+        assert torch.is_autocast_enabled("cpu") is native
+        if native:
+            assert SmallCNN()(torch.zeros(1, 3, 32, 32)).dtype == torch.bfloat16
+    engine.cpu_has_native_bf16.cache_clear()
+
+
+def test_val_rows_appear_only_with_a_validation_split(tiny):
+    train, test = tiny
+    config = TrainConfig(epochs=1, batch_size=32)
+    plain = fit(fresh_model(), train, test, config, device=CPU).history[0]
+    assert "val_acc" not in plain and "val_loss" not in plain
+    held = fit(fresh_model(), train, test, config, device=CPU, val=test.subset(20)).history[0]
+    assert 0.0 <= held["val_acc"] <= 1.0 and held["val_loss"] > 0

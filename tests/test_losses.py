@@ -49,6 +49,17 @@ def test_soft_term_equals_the_explicit_kl_sum(T):
     torch.testing.assert_close(terms["loss"], 0.5 * terms["soft"] + 0.5 * terms["hard"])
 
 
+def test_label_smoothing_smooths_only_the_hard_term():
+    s, t, y = batch(seed=5)
+    plain = distillation_terms(s, t, y, 2.0, 0.5)
+    smoothed = distillation_terms(s, t, y, 2.0, 0.5, label_smoothing=0.2)
+    smoothed_targets = F.one_hot(y, 10).float() * 0.8 + 0.2 / 10
+    explicit_hard = -(smoothed_targets * torch.log_softmax(s, 1)).sum(1).mean()
+    torch.testing.assert_close(smoothed["hard"], explicit_hard)
+    torch.testing.assert_close(smoothed["soft"], plain["soft"])
+    assert not torch.allclose(smoothed["hard"], plain["hard"])
+
+
 def test_alpha_zero_is_pure_cross_entropy():
     s, t, y = batch(seed=1)
     torch.testing.assert_close(distillation_loss(s, t, y, T=4.0, alpha=0.0), F.cross_entropy(s, y))

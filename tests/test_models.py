@@ -1,4 +1,5 @@
-"""SmallCNN matches the study's class; teachers get a fresh head; weights load or fail clearly."""
+"""SmallCNN matches the study's class; CifarNet and the ResNet stems have the stated shapes and
+cost; teachers get a fresh head; weights load (with either stem) or fail clearly."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ from torch import nn
 
 from kdcore.models import (
     TEACHER_ARCHS,
+    CifarNet,
     ModelError,
     SmallCNN,
     build_model,
     build_teacher,
     known_archs,
+    suggested_teacher_arch,
 )
 
 
@@ -84,9 +87,98 @@ def test_resnet101_is_built_with_a_ten_class_head():
     assert (model.fc.in_features, model.fc.out_features) == (2048, 10)
 
 
-def test_all_resnets_are_known():
-    assert set(TEACHER_ARCHS) == {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152"}
+def test_cifarnet_and_all_resnets_are_known_teachers():
+    assert set(TEACHER_ARCHS) == {
+        "cifarnet",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+    }
     assert "smallcnn" in known_archs()
+
+
+def test_the_suggested_teacher_is_resnet101_with_a_gpu_and_cifarnet_without():
+    assert suggested_teacher_arch(cuda_available=True) == "resnet101"
+    assert suggested_teacher_arch(cuda_available=False) == "cifarnet"
+
+
+def multiply_adds(model: nn.Module, size: int = 32) -> int:
+    """Multiply-adds of one forward pass of a (1, 3, size, size) image: convs and linears."""
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            per_output = module.in_channels // module.groups * kernel
+            total += output[0].numel() * per_output
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    model.eval()(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+def test_cifarnet_costs_what_its_docstring_states():
+    # CifarNet's docstring: 85.8 M multiply-adds; SmallCNN 10.3 M; ResNet18 (cifar stem) 555 M
+    assert round(multiply_adds(CifarNet()) / 1e6, 1) == 85.8
+    assert round(multiply_adds(SmallCNN()) / 1e6, 1) == 10.3
+    assert round(multiply_adds(build_model("resnet18", stem="cifar")) / 1e6) == 555
+
+
+def test_cifarnet_shapes_and_parameter_count():
+    model = CifarNet(10)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert model.features(torch.zeros(2, 3, 32, 32)).shape == (2, 256, 4, 4)
+    conv_weights = 9 * (3 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 256 * 256)
+    batchnorm = 2 * (32 + 64 + 64 + 128 + 128 + 256 + 256)
+    head = 256 * 10 + 10
+    assert sum(p.numel() for p in model.parameters()) == conv_weights + batchnorm + head
+    assert CifarNet(7)(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+
+
+def test_cifarnet_learns_a_tiny_problem(synthetic_train):
+    from kdcore.engine import TrainConfig, evaluate, fit
+
+    torch.manual_seed(0)
+    train = synthetic_train.subset(512, seed=0)
+    model = CifarNet(10)
+    before = evaluate(model, train, torch.device("cpu"))["acc"]
+    config = TrainConfig(epochs=3, batch_size=64, optimizer="sgd", lr=0.05)
+    fit(model, train, train, config, device=torch.device("cpu"))
+    after = evaluate(model, train, torch.device("cpu"))["acc"]
+    assert after > max(0.6, before + 0.3), (before, after)
+
+
+def test_cifar_stem_keeps_32_px_maps_and_the_imagenet_stem_shrinks_them_to_8():
+    x = torch.zeros(1, 3, 32, 32)
+    for stem, size in (("cifar", 32), ("imagenet", 8)):
+        model = build_model("resnet18", 10, stem=stem).eval()
+        stem_out = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        assert model.layer1(stem_out).shape == (1, 64, size, size), stem
+        assert model(x).shape == (1, 10)
+    cifar = build_model("resnet18", 10, stem="cifar")
+    assert (cifar.conv1.kernel_size, cifar.conv1.stride) == ((3, 3), (1, 1))
+    assert isinstance(cifar.maxpool, nn.Identity)
+    imagenet = build_model("resnet18", 10, stem="imagenet")
+    assert (imagenet.conv1.kernel_size, imagenet.conv1.stride) == ((7, 7), (2, 2))
+
+
+def test_stems_are_refused_for_other_archs_and_unknown_stems_are_named():
+    with pytest.raises(ModelError, match="Only ResNets"):
+        build_model("cifarnet", 10, stem="cifar")
+    with pytest.raises(ModelError, match="Unknown stem 'tiny'"):
+        build_model("resnet18", 10, stem="tiny")
+
+
+def test_cifarnet_has_no_imagenet_weights():
+    with pytest.raises(ModelError, match="no ImageNet weights"):
+        build_teacher("cifarnet", 10, init="imagenet")
 
 
 def test_unknown_architecture_lists_the_known_ones():
@@ -139,25 +231,37 @@ def test_file_init_loads_the_backbone_and_adds_a_fresh_head(tmp_path):
     state = _imagenet_shaped_state()  # 1000-class fc
     path = tmp_path / "resnet18.pth"
     torch.save(state, path)
-    model = build_teacher("resnet18", 10, init="file", weights_file=path)
+    model = build_teacher("resnet18", 10, init="file", weights_file=path, stem="imagenet")
     _assert_backbone_equals(model, state)
     assert model.fc.weight.shape == (10, 512)
+
+
+@pytest.mark.parametrize("init", ["imagenet", "file"])
+def test_imagenet_weights_with_the_cifar_stem_load_all_but_conv1(tmp_path, init):
+    state = _imagenet_shaped_state()
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(state, path)
+    model = build_teacher("resnet18", 10, init=init, weights_file=path, stem="cifar")
+    assert model.conv1.weight.shape == (64, 3, 3, 3)  # a fresh 3x3 stem: 7x7 does not fit
+    _assert_backbone_equals(model, {k: v for k, v in state.items() if not k.startswith("conv1")})
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
 
 
 def test_file_init_accepts_a_file_without_fc(tmp_path):
     state = {k: v for k, v in _imagenet_shaped_state().items() if not k.startswith("fc.")}
     path = tmp_path / "backbone.pth"
     torch.save(state, path)
-    model = build_teacher("resnet18", 10, init="file", weights_file=path)
+    model = build_teacher("resnet18", 10, init="file", weights_file=path, stem="imagenet")
     _assert_backbone_equals(model, state)
 
 
 def test_file_init_accepts_a_ten_class_fc(tmp_path):
     torch.manual_seed(4)
-    state = build_model("resnet18", 10).state_dict()
-    path = tmp_path / "ten.pth"
-    torch.save(state, path)
-    _assert_backbone_equals(build_teacher("resnet18", 10, "file", path), state)
+    for stem in ("cifar", "imagenet"):  # a file of either stem loads into a model of that stem
+        state = build_model("resnet18", 10, stem=stem).state_dict()
+        path = tmp_path / f"ten-{stem}.pth"
+        torch.save(state, path)
+        _assert_backbone_equals(build_teacher("resnet18", 10, "file", path, stem=stem), state)
 
 
 def test_imagenet_init_with_a_local_file_needs_no_network(tmp_path, monkeypatch):
@@ -168,7 +272,8 @@ def test_imagenet_init_with_a_local_file_needs_no_network(tmp_path, monkeypatch)
     state = _imagenet_shaped_state()
     path = tmp_path / "resnet18-f37072fd.pth"
     torch.save(state, path)
-    _assert_backbone_equals(build_teacher("resnet18", 10, "imagenet", path), state)
+    model = build_teacher("resnet18", 10, "imagenet", path, stem="imagenet")
+    _assert_backbone_equals(model, state)
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):

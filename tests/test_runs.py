@@ -53,6 +53,10 @@ def student(**overrides) -> RunSpec:
         (RunSpec(role="teacher", arch="vgg16", **TINY), "Unknown teacher architecture 'vgg16'"),
         (RunSpec(role="teacher", arch="resnet18", init="magic", **TINY), "Unknown initialisation"),
         (RunSpec(role="teacher", arch="resnet18", init="file", **TINY), "does not exist"),
+        (RunSpec(role="teacher", arch="cifarnet", init="imagenet", **TINY), "no ImageNet weights"),
+        (RunSpec(role="teacher", arch="cifarnet", stem="cifar", **TINY), "Only ResNets"),
+        (RunSpec(role="teacher", arch="resnet18", stem="wide", **TINY), "Unknown stem 'wide'"),
+        (student(val_split=-1), "cannot be negative"),
         (RunSpec(role="distill", **TINY), "Distillation needs a teacher"),
         (RunSpec(role="distill", teacher="no-such-run", **TINY), "has no weights yet"),
         (RunSpec(role="distill", teacher="/nowhere/t.pt", **TINY), "does not exist"),
@@ -76,6 +80,52 @@ def test_role_defaults_fill_unset_optimiser_fields():
     assert RunSpec(role="student", lr=0.01).train_config().lr == 0.01
     assert RunSpec(role="teacher").model_arch == "resnet101"
     assert RunSpec(role="distill").model_arch == "smallcnn"
+
+
+def test_teacher_recipes_follow_arch_stem_and_init():
+    def teacher(**fields):
+        return RunSpec(role="teacher", **fields).train_config()
+
+    cifarnet = teacher(arch="cifarnet")
+    assert (cifarnet.optimizer, cifarnet.lr, cifarnet.label_smoothing) == ("sgd", 0.1, 0.0)
+    assert teacher(arch="resnet18").lr == 0.1  # cifar stem, from scratch
+    assert teacher(arch="resnet18", stem="imagenet").lr == 0.2
+    assert teacher(arch="resnet101", init="imagenet").lr == 0.02
+    assert teacher(arch="cifarnet", lr=0.05).lr == 0.05
+
+
+def test_stem_is_the_cifar_one_for_new_resnet_runs_and_none_for_others():
+    assert RunSpec(role="teacher", arch="resnet18").model_stem == "cifar"
+    assert RunSpec(role="teacher", arch="resnet18", stem="imagenet").model_stem == "imagenet"
+    assert RunSpec(role="teacher", arch="cifarnet").model_stem is None
+    assert RunSpec(role="student").model_stem is None
+
+
+def test_a_resnet_config_saved_before_stems_reads_as_the_imagenet_stem():
+    legacy = {"role": "teacher", "arch": "resnet101", "data": "synthetic", "epochs": 10}
+    assert RunSpec.from_dict(legacy).model_stem == "imagenet"
+    assert RunSpec.from_dict({"role": "teacher", "data": "synthetic"}).model_stem == "imagenet"
+    assert RunSpec.from_dict({"role": "student", "data": "synthetic"}).stem is None
+    new = RunSpec(role="teacher", arch="resnet18")
+    assert RunSpec.from_dict(new.to_dict()).model_stem == "cifar"
+
+
+def test_a_validation_split_picks_best_on_val_and_reports_it(tmp_path, fast_synthetic):
+    run_id = create_run(student(val_split=400, epochs=2), tmp_path)
+    result = execute_run(run_id, tmp_path, device="cpu")
+    assert all(0.0 <= row["val_acc"] <= 1.0 and "val_loss" in row for row in result.history)
+    best = torch.load(tmp_path / run_id / "best.pt", weights_only=True)["meta"]
+    assert best["chosen_on"] == "val_acc"
+    chosen = result.history[best["epoch"] - 1]
+    assert chosen["val_acc"] == max(row["val_acc"] for row in result.history)
+    assert best["test_acc"] == chosen["test_acc"]
+
+
+def test_a_validation_split_larger_than_the_training_set_fails_clearly(tmp_path, fast_synthetic):
+    run_id = create_run(student(val_split=4000), tmp_path)  # synthetic train holds 4,000
+    with pytest.raises(Exception, match="must leave training images"):
+        execute_run(run_id, tmp_path, device="cpu")
+    assert "must leave training images" in read_json(tmp_path / run_id / "status.json")["error"]
 
 
 def test_spec_round_trips_through_a_dict_and_ignores_unknown_keys():
@@ -168,7 +218,10 @@ def test_teacher_run_then_distillation_from_its_run_id(tmp_path, fast_synthetic)
     )
     teacher_id = create_run(teacher_spec, tmp_path)
     execute_run(teacher_id, tmp_path, device="cpu")
-    assert torch.load(tmp_path / teacher_id / "best.pt", weights_only=True)["arch"] == "resnet18"
+    saved = torch.load(tmp_path / teacher_id / "best.pt", weights_only=True)
+    assert (saved["arch"], saved["stem"]) == ("resnet18", "cifar")
+    model, _ = load_model(tmp_path / teacher_id / "best.pt")
+    assert isinstance(model.maxpool, torch.nn.Identity)
 
     distill_spec = RunSpec(role="distill", teacher=teacher_id, **{**TINY, "epochs": 1})
     distill_id = create_run(distill_spec, tmp_path)

@@ -24,7 +24,8 @@ def run_title(record: RunRecord) -> str:
     """A short human name: what the run is, its best accuracy and the end of its id."""
     spec = record.spec
     if spec.role == "teacher":
-        what = f"teacher {spec.model_arch} ({spec.init})"
+        stem = f", {spec.model_stem} stem" if spec.model_stem else ""
+        what = f"teacher {spec.model_arch} ({spec.init}{stem})"
     elif spec.role == "student":
         what = "student alone"
     else:
