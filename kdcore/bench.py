@@ -3,8 +3,9 @@
 The study's pipeline: torchvision `ImageFolder` + PIL transforms (flip, crop 32 pad 4, ToTensor,
 Normalize 0.5) + `DataLoader(shuffle=True)`, NCHW tensors, measured with two loader workers and
 in-process (`num_workers=0`); each ratio is taken against the faster of the two. Ours: uint8
-tensors in memory, batched augmentation, channels_last (see `kdcore.engine`). Same model, batch
-and optimiser.
+tensors in memory, batched augmentation, channels_last, bf16 autocast where the CPU runs it
+natively (see `kdcore.engine`). Same model (ResNet101 with torchvision's stem, as the study built
+it), batch and optimiser.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ import torch.nn.functional as F
 
 from kdcore.data import ImageSet, default_cache_dir, load_split, source_fingerprint, source_status
 from kdcore.engine import Distillation, TrainConfig, build_optimizer, fit, pick_device
-from kdcore.models import DEFAULT_TEACHER_ARCH, STUDENT_ARCH, build_model
+from kdcore.models import DEFAULT_TEACHER_ARCH, STUDENT_ARCH, build_model, is_resnet
 from kdcore.runs import RunSpec
 from kdcore.teacher_cache import TeacherOutputs
 
 WARMUP_BATCHES = 3
+
+
+def study_model(arch: str, num_classes: int) -> torch.nn.Module:
+    """The model as the study built it: ResNets with torchvision's own (ImageNet) stem."""
+    return build_model(arch, num_classes, "imagenet" if is_resnet(arch) else None)
 
 
 def run_benchmarks(source: str, batches: int = 60, device: str = "auto") -> dict[str, Any]:
@@ -84,7 +90,7 @@ def study_pipeline_images_per_s(
         dataset, batch_size=batch_size, shuffle=True, num_workers=workers
     )
     torch.manual_seed(0)
-    model = build_model(arch, len(dataset.classes))
+    model = study_model(arch, len(dataset.classes))
     optimizer = build_optimizer(model, _config(role, batch_size))
     model.train()
     seen, started = 0, 0.0
@@ -113,7 +119,7 @@ def ours_images_per_s(
     """Training images/s of the engine (the epoch's own measurement, evaluation excluded)."""
     subset = train.subset((batches + WARMUP_BATCHES) * batch_size)
     torch.manual_seed(0)
-    model = build_model(arch, len(train.classes))
+    model = study_model(arch, len(train.classes))
     fit(
         model,
         subset.subset(WARMUP_BATCHES * batch_size),
@@ -131,13 +137,13 @@ def distillation_epochs(
     """Wall seconds of one epoch: student alone, distilled with the teacher online, from cache."""
     subset = train.subset(batches * batch_size)
     config = _config("distill", batch_size)
-    teacher = build_model(DEFAULT_TEACHER_ARCH, len(train.classes))
+    teacher = study_model(DEFAULT_TEACHER_ARCH, len(train.classes))
 
     def epoch_seconds(distillation: Distillation | None) -> float:
         torch.manual_seed(0)
         started = time.perf_counter()
         fit(
-            build_model(STUDENT_ARCH, len(train.classes)),
+            study_model(STUDENT_ARCH, len(train.classes)),
             subset,
             test.subset(10),
             config,
