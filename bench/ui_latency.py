@@ -1,6 +1,6 @@
 """Does the dashboard stay responsive while a run trains? Page latency idle vs. training.
 
-    python bench/ui_latency.py [--repeats 8] [--arch resnet18]
+    python bench/ui_latency.py [--repeats 8] [--arch cifarnet]
 
 Starts `streamlit run app.py` on a free port (synthetic data, a temporary runs folder), drives it
 with Chromium through Playwright and times, in the same process and on the same machine:
@@ -95,7 +95,7 @@ def start_training(browser, url: str, arch: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--arch", default="resnet18", help="the teacher trained meanwhile")
+    parser.add_argument("--arch", default="cifarnet", help="the teacher trained meanwhile")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
         server, url = start_server(Path(folder) / "checkpoints")

@@ -66,8 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     _distillation_flags(distill)
     _training_flags(distill)
 
-    evaluate = _command(commands, "evaluate", "test accuracy of a checkpoint or run", run_evaluate)
+    evaluate = _command(
+        commands,
+        "evaluate",
+        "test accuracy, NLL and calibration of a checkpoint or run; with a teacher, the "
+        "student's agreement with it and KL(teacher || student)",
+        run_evaluate,
+    )
     evaluate.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
+    evaluate.add_argument(
+        "--teacher",
+        help="a teacher run id or checkpoint to compare with (default: a distilled run's own)",
+    )
     _out_flag(evaluate)
     _data_flags(evaluate)
 
@@ -229,22 +239,20 @@ def run_distill(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from kdcore.checkpoints import load_model
-    from kdcore.engine import evaluate, pick_device
+    from kdcore.engine import pick_device, predict_logits
+    from kdcore.metrics import student_report
 
     device = pick_device(args.device)
     model, payload = load_model(teacher_checkpoint(args.checkpoint, args.out), device)
     test = load_split(args.data_dir, "test")
-    logs = evaluate(model, test, device)
-    print(
-        json.dumps(
-            {
-                "arch": payload["arch"],
-                "test_loss": logs["loss"],
-                "test_acc": logs["acc"],
-                "images": len(test),
-            }
-        )
-    )
+    logits = predict_logits(model, test, device).cpu()
+    teacher = args.teacher or (payload["meta"].get("spec") or {}).get("teacher")
+    teacher_logits = None
+    if teacher:
+        teacher_model, _ = load_model(teacher_checkpoint(teacher, args.out), device)
+        teacher_logits = predict_logits(teacher_model, test, device).cpu()
+    report = student_report(logits, test.labels, teacher_logits)
+    print(json.dumps({"arch": payload["arch"], "images": len(test), "teacher": teacher, **report}))
     return 0
 
 

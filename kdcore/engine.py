@@ -147,16 +147,25 @@ def evaluate(
     model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1000
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy (a fraction) on un-augmented images."""
+    logits = predict_logits(model, data, device, batch_size)
+    labels = data.labels.to(device)
+    loss = F.cross_entropy(logits, labels, reduction="sum")
+    correct = (logits.argmax(1) == labels).sum()
+    return {"loss": loss.item() / len(data), "acc": correct.item() / len(data)}
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1000
+) -> torch.Tensor:
+    """The model's logits for every un-augmented image of `data`: (N, C) float32 on `device`."""
     model.eval()
-    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
+    chunks = []
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size].to(device, non_blocking=True)
-        labels = data.labels[start : start + batch_size].to(device, non_blocking=True)
         with autocast_for(device):
-            logits = model(normalize(images.contiguous(memory_format=torch.channels_last))).float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-        correct += (logits.argmax(1) == labels).sum()
-    return {"loss": loss_sum.item() / len(data), "acc": correct.item() / len(data)}
+            chunks.append(model(normalize(images.contiguous(memory_format=torch.channels_last))))
+    return torch.cat(chunks).float()
 
 
 def fit(
@@ -265,6 +274,12 @@ def build_scheduler(
     )
 
 
+def _to_floats(values: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Scalar tensors -> floats through one stacked copy, not one sync per value."""
+    stacked = torch.stack([value.detach().float().reshape(()) for value in values.values()])
+    return dict(zip(values, stacked.tolist(), strict=True))
+
+
 class _Emitter:
     def __init__(self, callbacks: Sequence[Callback]) -> None:
         self.callbacks = list(callbacks)
@@ -307,13 +322,16 @@ class _StepContext:
             targets = labels[indices]
             teacher = None if teacher_logits is None else teacher_logits[indices]
             terms, logits = self._step(inputs, targets, teacher)
-            loss = terms["loss"].item()
-            loss_sum += loss * len(indices)
-            correct += (logits.argmax(1) == targets).sum().item()
-            seen += len(indices)
-            extra = {k: v.item() for k, v in terms.items() if k != "loss"}
+            predicted = logits.argmax(1)
+            terms["correct"] = (predicted == targets).sum()
             if teacher is not None:
-                extra["agreement"] = (logits.argmax(1) == teacher.argmax(1)).float().mean().item()
+                terms["agreement"] = (predicted == teacher.argmax(1)).float().mean()
+            numbers = _to_floats(terms)  # one device-to-host sync per batch
+            loss, batch_correct = numbers.pop("loss"), numbers.pop("correct")
+            loss_sum += loss * len(indices)
+            correct += int(batch_correct)
+            seen += len(indices)
+            extra = numbers  # distillation: soft, hard, agreement
             for name, value in extra.items():
                 term_sums[name] = term_sums.get(name, 0.0) + value * len(indices)
             step_logs = {

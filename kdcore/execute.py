@@ -153,7 +153,8 @@ def _distillation(
         teacher, _ = load_model(checkpoint, device)
     except CheckpointError as error:
         raise RunError(str(error)) from error
-    data_key = f"{source_fingerprint(spec.data)}-val{spec.val_split}-n{len(train)}-seed{spec.seed}"
+    held_out = f"-val{spec.val_split}" if spec.val_split else ""  # keys of earlier runs stay valid
+    data_key = f"{source_fingerprint(spec.data)}{held_out}-n{len(train)}-seed{spec.seed}"
     outputs = TeacherOutputs(
         teacher, train.images, spec.seed, cache_dir_for(checkpoint, data_key), device=device
     )

@@ -97,6 +97,22 @@ def test_evaluate_reports_accuracy_of_a_run(trained_runs, capsys):
     assert 0.0 <= result["test_acc"] <= 1.0
 
 
+def test_evaluate_of_a_distilled_run_compares_it_with_its_own_teacher(trained_runs, capsys):
+    out, teacher, student, distilled = trained_runs
+    args = ["--data-dir", "synthetic", "--out", str(out)]
+    assert main(["evaluate", distilled["run_id"], *args]) == 0
+    result = last_json(capsys.readouterr().out)
+    assert result["teacher"] == teacher["run_id"]
+    for key in ("test_acc", "agreement", "teacher_acc", "ece", "teacher_ece"):
+        assert 0.0 <= result[key] <= 1.0, key
+    assert result["kl_teacher_student"] >= 0.0 and result["nll"] > 0.0
+    assert main(["evaluate", teacher["run_id"], "--teacher", teacher["run_id"], *args]) == 0
+    itself = last_json(capsys.readouterr().out)
+    assert itself["agreement"] == 1.0 and itself["kl_teacher_student"] == pytest.approx(0, abs=1e-6)
+    assert main(["evaluate", student["run_id"], *args]) == 0  # alone: no teacher unless named
+    assert "agreement" not in last_json(capsys.readouterr().out)
+
+
 def test_classify_reports_each_file_and_survives_a_broken_one(trained_runs, tmp_path, capsys):
     from PIL import Image
 
