@@ -86,8 +86,8 @@ class CifarNet(nn.Module):
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128, 256)):
         super().__init__()
-        stem, *groups = widths
-        layers: list[nn.Module] = [*_conv_bn_relu(3, stem)]  # (B, stem, 32, 32)
+        stem_width, *groups = widths
+        layers: list[nn.Module] = [*_conv_bn_relu(3, stem_width)]  # (B, stem_width, 32, 32)
         for cin, cout in zip(widths[:-1], groups, strict=True):
             layers += [
                 nn.Conv2d(cin, cout, 3, padding=1, bias=False),

@@ -55,7 +55,7 @@ def teacher_settings_ui() -> RunSpec | None:
             persist_state="session",
             format_func=STEM_LABELS.get,
             help="ResNets only. The ImageNet stem leaves 8x8 maps of a 32 px image after two "
-            "layers; the cifar stem keeps 32x32 (about 16x the compute).",
+            "layers; the cifar stem keeps 32x32 (about 15x the compute).",
         )
         init = middle.radio(
             "Initialisation",
