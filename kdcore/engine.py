@@ -114,8 +114,9 @@ def pick_device(preference: str = "auto") -> torch.device:
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA, and on CPUs with native bf16 dot products; else plain float32.
 
-    On a 2-core AVX512-BF16 CPU bf16 trains the SmallCNN about 1.8x faster than float32; on CPUs
-    without it, bf16 is emulated and many times slower. `KDCORE_CPU_BF16=0` turns it off.
+    On a 2-core AVX512-BF16 CPU bf16 trains the SmallCNN about 1.6x faster than float32 (bench:
+    4,138 against 2,628 img/s) at the same accuracy; on CPUs without it, bf16 is emulated and many
+    times slower. `KDCORE_CPU_BF16=0` turns it off.
     """
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -326,13 +327,12 @@ class _StepContext:
             terms["correct"] = (predicted == targets).sum()
             if teacher is not None:
                 terms["agreement"] = (predicted == teacher.argmax(1)).float().mean()
-            numbers = _to_floats(terms)  # one device-to-host sync per batch
-            loss, batch_correct = numbers.pop("loss"), numbers.pop("correct")
+            extra = _to_floats(terms)  # one device-to-host sync per batch
+            loss, batch_correct = extra.pop("loss"), extra.pop("correct")
             loss_sum += loss * len(indices)
             correct += int(batch_correct)
             seen += len(indices)
-            extra = numbers  # distillation: soft, hard, agreement
-            for name, value in extra.items():
+            for name, value in extra.items():  # distillation: soft, hard, agreement
                 term_sums[name] = term_sums.get(name, 0.0) + value * len(indices)
             step_logs = {
                 "loss": loss,
