@@ -50,10 +50,10 @@ class RunRecorder(Callback):
             os.fsync(file.fileno())
         self.epochs_done = epoch
         # best.pt is chosen on the validation split when the run holds one out
-        score = logs.get("val_acc", logs["test_acc"])
-        if score > self.best_acc:
-            self.best_acc = score
-            self.save("best", test_acc=logs["test_acc"], chosen_on=_chosen_on(logs))
+        chosen_on = "val_acc" if "val_acc" in logs else "test_acc"
+        if logs[chosen_on] > self.best_acc:
+            self.best_acc = logs[chosen_on]
+            self.save("best", test_acc=logs["test_acc"], chosen_on=chosen_on)
         self.save("last", test_acc=logs["test_acc"])
         write_status(self.folder, "running", epochs_done=epoch)
 
@@ -74,10 +74,6 @@ class RunRecorder(Callback):
             meta,
             stem=self.spec.model_stem,
         )
-
-
-def _chosen_on(logs: dict[str, float]) -> str:
-    return "val_acc" if "val_acc" in logs else "test_acc"
 
 
 def execute_run(
@@ -119,7 +115,7 @@ def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
         callbacks=[recorder, *callbacks],
         stop_event=stop_event,
         device=device,
-        val=val if len(val) else None,
+        val=val,  # empty without --val-split: the engine then reports no val_acc
     )
     extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
     if result.status == "stopped":
