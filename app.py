@@ -1,7 +1,8 @@
 """The dashboard: `streamlit run app.py`. This file is the router, the sidebar and the home page.
 
-Pages live in pages/; each is thin (widgets -> kdcore -> rendering). Training runs on the
-process-wide RunManager (ui.context.get_manager), so leaving a page or reloading keeps them going.
+Pages live in pages/; each is thin (widgets -> kdcore -> rendering). Every run trains in
+a process of its own (`python -m kdcore execute`, started by ui.context.get_queue), so leaving a
+page, reloading or restarting the server keeps it going.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from kdcore.data import CIFAR10, SYNTHETIC, source_status
 from kdcore.runs import RunSpec
 from ui.context import (
     DATA_SOURCE_KEY,
-    POLL_SECONDS,
+    TABLE_POLL_SECONDS,
     checkpoints_root,
     data_source,
     default_data_source,
     device_summary,
-    get_manager,
+    get_queue,
     init_state,
 )
 from ui.runs_view import show_runs_table, submit_ui
@@ -76,7 +77,7 @@ def home() -> None:
         "teacher's softened outputs as well as from the labels. Compare runs against the "
         "study's numbers, and look at what the two models say about any image."
     )
-    manager = get_manager()
+    queue = get_queue()
     source = data_source()
     status = source_status(source) if source else None
     left, right = st.columns(2)
@@ -88,13 +89,13 @@ def home() -> None:
         (status.message if status else "No folder given.")
         + " Switch it in the sidebar (synthetic works offline)."
     )
-    quick_start_ui(manager)
+    quick_start_ui(queue)
     st.subheader("Runs")
-    polling = bool(manager.active_ids())
-    st.fragment(run_every=POLL_SECONDS if polling else None)(_runs_list)(manager, polling)
+    polling = bool(queue.queue())
+    st.fragment(run_every=TABLE_POLL_SECONDS if polling else None)(_runs_list)(queue, polling)
 
 
-def quick_start_ui(manager) -> None:
+def quick_start_ui(queue) -> None:
     """Two buttons that start something that works offline, within a minute on a laptop CPU."""
     st.subheader("Quick start (offline)")
     left, right = st.columns(2)
@@ -104,7 +105,7 @@ def quick_start_ui(manager) -> None:
         type="primary",
         icon=":material/rocket_launch:",
     ):
-        run_id = submit_ui(manager, lambda: QUICK_STUDENT)
+        run_id = submit_ui(queue, lambda: QUICK_STUDENT)
         if run_id:
             st.session_state["distill.run_id"] = run_id
             st.switch_page("pages/distill_student.py")
@@ -113,16 +114,17 @@ def quick_start_ui(manager) -> None:
         key="home.quick_teacher_btn",
         icon=":material/school:",
     ):
-        run_id = submit_ui(manager, lambda: QUICK_TEACHER)
+        run_id = submit_ui(queue, lambda: QUICK_TEACHER)
         if run_id:
             st.session_state["teacher.run_id"] = run_id
             st.switch_page("pages/train_teacher.py")
 
 
-def _runs_list(manager, polling: bool) -> None:
-    if polling and not manager.active_ids():
+def _runs_list(queue, polling: bool) -> None:
+    records = queue.runs()
+    if polling and not any(record.active for record in records):
         st.rerun()  # the last active run ended: redraw once, without polling
-    show_runs_table(manager.runs(), manager, key="home.runs_table")
+    show_runs_table(records, key="home.runs_table")
 
 
 st.set_page_config(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
 from kdcore.engine import OPTIMIZERS, FitResult
-from kdcore.execute import execute_run
+from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from kdcore.models import STEMS, TEACHER_ARCHS, TEACHER_INITS, ModelError, suggested_teacher_arch
-from kdcore.progress import ProgressBar
-from kdcore.runs import RunError, RunSpec, create_run, list_runs, teacher_checkpoint
+from kdcore.progress import execute_in_terminal, train_in_terminal
+from kdcore.runs import RunError, RunSpec, list_runs, load_run, teacher_checkpoint
+from kdcore.study_cli import reproduce_study
 
 USER_ERRORS = (RunError, DataError, CheckpointError, ModelError, ValueError, OSError)
 
@@ -65,6 +67,27 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--teacher", required=True, help="a teacher run id or a checkpoint path")
     _distillation_flags(distill)
     _training_flags(distill)
+
+    execute = _command(
+        commands,
+        "execute",
+        "train a queued run folder (the dashboard starts runs this way, each in its own process)",
+        run_execute,
+    )
+    execute.add_argument("run_id", help="the id of a queued run under --out")
+    _out_flag(execute)
+    execute.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    execute.add_argument("--threads", type=int, help="CPU threads for training (default: all)")
+    execute.add_argument(
+        "--nice", type=int, default=0, help="lower this process's CPU priority by N (0-19)"
+    )
+
+    stop = _command(
+        commands, "stop", "ask a running run to stop at its next batch (or cancel a queued one)",
+        run_stop,
+    )  # fmt: skip
+    stop.add_argument("run_id")
+    _out_flag(stop)
 
     evaluate = _command(
         commands,
@@ -139,8 +162,19 @@ def _teacher_model_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _distillation_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--temperature", "-T", type=float, default=2.0, help="softening T (2.0)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the soft term (0.5)")
+    parser.add_argument(
+        "--temperature",
+        "-T",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help=f"softening T ({DEFAULT_TEMPERATURE:g})",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=DEFAULT_ALPHA,
+        help=f"weight of the soft term ({DEFAULT_ALPHA:g})",
+    )
 
 
 def _data_flags(parser: argparse.ArgumentParser) -> None:
@@ -193,15 +227,12 @@ def _spec(args: argparse.Namespace, role: str, **fields) -> RunSpec:
     )
 
 
-def train_with_progress(spec: RunSpec, out: Path, device: str) -> tuple[str, FitResult]:
-    """Create the run folder and train it with a progress bar on stderr."""
-    run_id = create_run(spec, out)
-    print(f"run {run_id} ({spec.label or spec.role}) -> {out / run_id}", file=sys.stderr)
-    return run_id, execute_run(run_id, out, callbacks=[ProgressBar()], device=device)
-
-
 def _train(spec: RunSpec, args: argparse.Namespace) -> int:
-    run_id, result = train_with_progress(spec, args.out, args.device)
+    run_id, result = train_in_terminal(spec, args.out, args.device)
+    return _report(run_id, result)
+
+
+def _report(run_id: str, result: FitResult) -> int:
     summary = {
         "run_id": run_id,
         "status": result.status,
@@ -235,6 +266,32 @@ def run_distill(args: argparse.Namespace) -> int:
         args, "distill", teacher=args.teacher, temperature=args.temperature, alpha=args.alpha
     )
     return _train(spec, args)
+
+
+def run_execute(args: argparse.Namespace) -> int:
+    if args.nice:
+        lower_priority(args.nice)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return _report(args.run_id, execute_in_terminal(args.run_id, args.out, args.device))
+
+
+def lower_priority(niceness: int) -> None:
+    """Nice this process; on Linux with autogroups (a session each), its session's group too,
+    since a process's own niceness only weighs against processes of its session."""
+    os.nice(niceness)
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(str(niceness))
+
+
+def run_stop(args: argparse.Namespace) -> int:
+    from kdcore.scheduler import RunQueue
+
+    RunQueue(args.out, max_running=1).stop(args.run_id)
+    print(f"{args.run_id}: {load_run(args.run_id, args.out).status}; stop requested")
+    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -293,8 +350,6 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def run_study(args: argparse.Namespace) -> int:
-    from kdcore.study_cli import reproduce_study
-
     return reproduce_study(args)
 
 
@@ -303,7 +358,8 @@ def run_list(args: argparse.Namespace) -> int:
         best = f"{record.best_test_acc:.2%}" if record.best_test_acc is not None else "-"
         print(
             f"{record.run_id}  {record.spec.role:8s} {record.status:11s} "
-            f"epochs {len(record.metrics)}/{record.spec.epochs}  best {best}"
+            f"epochs {len(record.metrics)}/{record.spec.epochs}  best {best}  "
+            f"{record.run_status.phase if record.active else record.run_status.error or ''}"
         )
     return 0
 

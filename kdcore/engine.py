@@ -23,7 +23,12 @@ from torch import nn
 
 from kdcore.augment import epoch_order, epoch_views, normalize, train_batch
 from kdcore.data import ImageSet
-from kdcore.losses import check_distillation_settings, distillation_terms
+from kdcore.losses import (
+    DEFAULT_ALPHA,
+    DEFAULT_TEMPERATURE,
+    check_distillation_settings,
+    distillation_terms,
+)
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "constant")
@@ -86,9 +91,11 @@ class TeacherTargets(Protocol):
 
 @dataclass(frozen=True)
 class Distillation:
+    """A teacher and the loss's T and alpha, checked here once rather than on every batch."""
+
     teacher: TeacherTargets
-    temperature: float = 2.0
-    alpha: float = 0.5
+    temperature: float = DEFAULT_TEMPERATURE
+    alpha: float = DEFAULT_ALPHA
 
     def __post_init__(self) -> None:
         check_distillation_settings(self.temperature, self.alpha)

@@ -1,7 +1,9 @@
 """Executing a run: its folder's config -> data, model, teacher -> `fit` -> metrics and weights.
 
-The CLI and the dashboard's run manager both call `execute_run`; everything a run produces lands
-in its folder (see `kdcore.runs`).
+`python -m kdcore execute RUN_ID` is how a run trains: the dashboard starts it as a process of
+its own (`kdcore.scheduler`), the CLI's teacher, student and distill commands call `execute_run`
+in-process. Everything a run produces lands in its folder (see `kdcore.runs`): the process keeps
+status.json and batches.csv current, and stops at the next batch once `stop-requested` appears.
 """
 
 from __future__ import annotations
@@ -16,32 +18,139 @@ from typing import Any
 
 import torch
 
+from kdcore.batch_log import BatchLogWriter
 from kdcore.checkpoints import CheckpointError, load_model, save_checkpoint
 from kdcore.data import ImageSet, load_split, source_fingerprint
 from kdcore.engine import Callback, Distillation, FitResult, fit, pick_device
 from kdcore.models import build_model, build_teacher
 from kdcore.runs import (
     DEFAULT_ROOT,
+    STOP_FILE,
     RunError,
     RunSpec,
     read_json,
     run_dir,
     teacher_checkpoint,
+)
+from kdcore.status import (
+    HEARTBEAT_SECONDS,
+    RunStatus,
+    StatusError,
+    read_status,
+    this_process,
     write_status,
 )
 from kdcore.teacher_cache import TeacherOutputs, cache_dir_for
 
+STOP_CHECK_SECONDS = 0.2  # how often the stop-requested file is looked for
+
+
+class StopRequest:
+    """The engine's stop event: set in-process (a signal, a test) or by the run's stop file."""
+
+    def __init__(self, folder: Path, event: threading.Event | None = None) -> None:
+        self.path = folder / STOP_FILE
+        self.event = event or threading.Event()
+        self._checked = 0.0
+
+    def set(self) -> None:
+        self.event.set()
+
+    def is_set(self) -> bool:
+        if not self.event.is_set() and time.monotonic() - self._checked >= STOP_CHECK_SECONDS:
+            self._checked = time.monotonic()
+            if self.path.exists():
+                self.event.set()
+        return self.event.is_set()
+
+
+class StatusReporter(Callback):
+    """Keeps status.json and batches.csv current: events update the status in memory, and a
+    heartbeat thread writes it (and flushes the batch losses) about once a second."""
+
+    def __init__(self, folder: Path, status: RunStatus, batch_size: int) -> None:
+        self.folder, self.batch_size = folder, batch_size
+        self.batches = BatchLogWriter(folder)
+        self._status = status
+        self._lock = threading.Lock()
+        self._ended = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="kdcore-heartbeat", daemon=True)
+        self._speed_mark: tuple[float, int] | None = None
+
+    def start(self) -> None:
+        self.write()
+        self._thread.start()
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            self._status = self._status.replace(**fields)
+
+    def write(self) -> None:
+        with self._lock:
+            self._status = self._status.replace(heartbeat=time.time())
+            write_status(self.folder, self._status)
+        self.batches.flush()
+
+    def end(self, state: str, **fields: Any) -> None:
+        """The final status: the heartbeat stops, then one last write."""
+        self._ended.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.update(state=state, phase=state, ended_at=time.time(), eta_s=None, **fields)
+        self.write()
+
+    def _beat(self) -> None:
+        while not self._ended.wait(HEARTBEAT_SECONDS):
+            self.write()
+
+    def on_fit_start(self, info: dict[str, Any]) -> None:
+        epochs = info["epochs"]
+        self.update(
+            phase=f"epoch 1/{epochs}",
+            epoch=1,
+            epochs=epochs,
+            total_steps=epochs * info["steps_per_epoch"],
+        )
+
+    def on_phase(self, phase: str, done: int, total: int) -> None:
+        self.update(phase=f"{phase} outputs {done}/{total}")
+
+    def on_batch_end(self, step: int, logs: dict[str, float]) -> None:
+        self.batches.add(step, int(logs["epoch"]), logs["loss"])
+        with self._lock:
+            status = self._status
+        fields: dict[str, Any] = {
+            "step": step,
+            "epoch": int(logs["epoch"]),
+            "phase": f"epoch {int(logs['epoch'])}/{status.epochs}",
+        }
+        now = time.monotonic()
+        if self._speed_mark is None or step < self._speed_mark[1]:
+            self._speed_mark = (now, step)
+        elif now - self._speed_mark[0] >= 2.0:
+            steps_per_s = (step - self._speed_mark[1]) / (now - self._speed_mark[0])
+            fields["images_per_s"] = steps_per_s * self.batch_size
+            fields["eta_s"] = max(0.0, (status.total_steps - step) / max(steps_per_s, 1e-9))
+            self._speed_mark = (now, step)
+        self.update(**fields)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        with self._lock:
+            best = self._status.best_test_acc
+        self.update(
+            epochs_done=epoch,
+            best_test_acc=max(logs["test_acc"], best if best is not None else -1.0),
+            images_per_s=logs["images_per_s"],
+        )
+
 
 class RunRecorder(Callback):
-    """Writes what the engine emits into the run folder: metrics, weights, status."""
+    """Writes what the engine emits into the run folder: epoch rows and weights."""
 
     def __init__(self, folder: Path, model: torch.nn.Module, spec: RunSpec, classes: Sequence[str]):
         self.folder, self.model, self.spec, self.classes = folder, model, spec, tuple(classes)
         self.best_acc = -1.0
         self.epochs_done = 0
-
-    def on_fit_start(self, info: dict[str, Any]) -> None:
-        write_status(self.folder, "running", started_at=time.time(), **info)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         with open(self.folder / "metrics.jsonl", "a") as file:
@@ -55,7 +164,6 @@ class RunRecorder(Callback):
             self.best_acc = logs[chosen_on]
             self.save("best", test_acc=logs["test_acc"], chosen_on=chosen_on)
         self.save("last", test_acc=logs["test_acc"])
-        write_status(self.folder, "running", epochs_done=epoch)
 
     def save(self, which: str, **meta: Any) -> None:
         """Write `best.pt` or `last.pt`, with what rebuilds the run in its metadata."""
@@ -83,22 +191,51 @@ def execute_run(
     stop_event: threading.Event | None = None,
     device: str = "auto",
 ) -> FitResult:
-    """Train the run `run_id` (already created) to the end, recording everything in its folder.
+    """Train the queued run `run_id` to the end, recording everything in its folder.
 
-    Failures are recorded as status "failed" with the error, then raised again.
+    Stops at the next batch once `stop_event` is set or the run's stop file appears. A failure is
+    recorded as status "failed" with the error and raised again; an interruption (Ctrl-C) as
+    "interrupted".
     """
     folder = run_dir(run_id, root)
     spec = RunSpec.from_dict(read_json(folder / "config.json"))
+    reporter = StatusReporter(folder, _claim(folder, run_id), spec.batch_size)
+    reporter.start()
     try:
-        return _execute(spec, folder, root, callbacks, stop_event, pick_device(device))
-    except BaseException as error:
-        write_status(
-            folder, "failed", error=f"{type(error).__name__}: {error}", ended_at=time.time()
-        )
+        result, extra = _execute(
+            spec, folder, root, [reporter, *callbacks], StopRequest(folder, stop_event),
+            pick_device(device),
+        )  # fmt: skip
+    except Exception as error:
+        reporter.end("failed", error=f"{type(error).__name__}: {error}")
         raise
+    except BaseException as error:  # KeyboardInterrupt, SystemExit
+        reporter.end("interrupted", error=f"{type(error).__name__}: interrupted")
+        raise
+    reporter.end(result.status, best_test_acc=result.best_test_acc, **extra)
+    return result
 
 
-def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
+def _claim(folder: Path, run_id: str) -> RunStatus:
+    """The run's status, now this process's; RunError unless the run waits to be trained."""
+    try:
+        status = read_status(folder)
+    except StatusError as error:
+        raise RunError(str(error)) from error
+    launched = status.state == "running" and status.phase == "starting"  # by the scheduler
+    if status.state != "queued" and not launched:
+        if status.observed().state == "running":
+            raise RunError(f"Run {run_id} is already training (pid {status.pid}).")
+        raise RunError(f"Run {run_id} is {status.state}; only a queued run can be trained.")
+    return status.replace(
+        state="running",
+        phase="loading data",
+        started_at=time.time(),
+        **this_process(),
+    )
+
+
+def _execute(spec, folder, root, callbacks, stop, device) -> tuple[FitResult, dict[str, Any]]:
     train, val = load_split(spec.data, "train").split_off(spec.val_split)
     train = train.subset(spec.train_subset, spec.seed)
     test = load_split(spec.data, "test")
@@ -113,22 +250,14 @@ def _execute(spec, folder, root, callbacks, stop_event, device) -> FitResult:
         spec.train_config(),
         distillation=distillation,
         callbacks=[recorder, *callbacks],
-        stop_event=stop_event,
+        stop_event=stop,
         device=device,
         val=val,  # empty without --val-split: the engine then reports no val_acc
     )
-    extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
     if result.status == "stopped":
         recorder.save("last", stopped=True)
-    write_status(
-        folder,
-        result.status,
-        ended_at=time.time(),
-        best_test_acc=result.best_test_acc,
-        epochs_done=len(result.history),
-        **extra,
-    )
-    return result
+    extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
+    return result, extra
 
 
 def _initial_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:
@@ -149,9 +278,8 @@ def _distillation(
         teacher, _ = load_model(checkpoint, device)
     except CheckpointError as error:
         raise RunError(str(error)) from error
-    held_out = f"-val{spec.val_split}" if spec.val_split else ""  # keys of earlier runs stay valid
-    data_key = f"{source_fingerprint(spec.data)}{held_out}-n{len(train)}-seed{spec.seed}"
-    outputs = TeacherOutputs(
-        teacher, train.images, spec.seed, cache_dir_for(checkpoint, data_key), device=device
+    cache_dir = cache_dir_for(
+        checkpoint, source_fingerprint(spec.data), spec.val_split, len(train), spec.seed
     )
+    outputs = TeacherOutputs(teacher, train.images, spec.seed, cache_dir, device=device)
     return Distillation(outputs, spec.temperature, spec.alpha), outputs

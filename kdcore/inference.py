@@ -20,6 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kdcore.augment import normalize
+from kdcore.losses import check_temperature, soft_targets
 
 ACCEPTED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # Pillow format names
@@ -158,18 +159,14 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 def softened_probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """softmax(logits / T) over the last dim, in float32. T > 1 flattens, T < 1 sharpens.
+    """losses.soft_targets with T checked: softmax(logits / T) over the last dim, in float32.
+
+    T > 1 flattens, T < 1 sharpens, T = inf is uniform; T <= 0 or NaN raises ValueError.
 
     softened_probabilities(torch.tensor([2.0, 0.0]), 1.0)  # tensor([0.8808, 0.1192])
     """
-    return torch.softmax(logits.float() / _checked_temperature(temperature), dim=-1)
-
-
-def _checked_temperature(temperature: float) -> float:
-    value = float(temperature)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return value
+    check_temperature(temperature)
+    return soft_targets(logits, temperature)
 
 
 @torch.inference_mode()
@@ -200,8 +197,8 @@ def predict(
 
     probs = predict(student, image_to_tensor(view), temperature=4.0)
     """
-    _checked_temperature(temperature)  # fail before running the model
-    return softened_probabilities(logits(model, images_uint8), temperature)
+    check_temperature(temperature)  # fail before running the model
+    return soft_targets(logits(model, images_uint8), temperature)
 
 
 def top_k(

@@ -1,21 +1,42 @@
-"""The study's distillation loss (Hinton et al.), as pure functions."""
+"""The study's distillation loss (Hinton et al.), as pure functions, and its settings' defaults.
+
+The loss functions do not check T and alpha: whoever holds the settings checks them once with
+`check_distillation_settings` (engine.Distillation does, at construction).
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
+DEFAULT_TEMPERATURE = 2.0
+DEFAULT_ALPHA = 0.5
+
+
+def check_temperature(temperature: float) -> None:
+    """Raise ValueError unless T > 0. T = inf is allowed: softmax(z / inf) is uniform."""
+    if not temperature > 0:
+        raise ValueError(f"Temperature T must be greater than 0 (got {temperature}).")
+
 
 def check_distillation_settings(temperature: float, alpha: float) -> None:
     """Raise ValueError with a clear message for a temperature or alpha that makes no sense."""
-    if not temperature > 0:
-        raise ValueError(f"Temperature T must be greater than 0 (got {temperature}).")
+    check_temperature(temperature)
+    if math.isinf(temperature):
+        raise ValueError(
+            f"Temperature T must be finite: the soft term is scaled by T^2 (got {temperature})."
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha weighs the soft term and must lie in [0, 1] (got {alpha}).")
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """softmax(logits / T) over classes: (B, C) -> (B, C)."""
+    """softmax(logits / T) over the last dim, in float32: (..., C) -> (..., C).
+
+    T = inf gives the uniform distribution, the limit as T grows (finite z / inf is 0).
+    """
     return F.softmax(logits.float() / temperature, dim=-1)
 
 
@@ -23,8 +44,8 @@ def distillation_terms(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     targets: torch.Tensor,
-    T: float = 2.0,
-    alpha: float = 0.5,
+    T: float,
+    alpha: float,
     label_smoothing: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The named terms of the study's loss: `soft` (KL * T^2), `hard` (CE) and their mix `loss`.
@@ -34,7 +55,6 @@ def distillation_terms(
     their size as T changes. `label_smoothing` smooths the labels of the hard term only (the
     study's loss: 0).
     """
-    check_distillation_settings(T, alpha)
     student_log_probs = F.log_softmax(student_logits.float() / T, dim=-1)
     teacher_probs = soft_targets(teacher_logits.detach(), T)  # a target: no gradient to the teacher
     soft = F.kl_div(student_log_probs, teacher_probs, reduction="batchmean")
@@ -47,8 +67,8 @@ def distillation_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     targets: torch.Tensor,
-    T: float = 2.0,
-    alpha: float = 0.5,
+    T: float,
+    alpha: float,
 ) -> torch.Tensor:
     """`alpha * KL(softmax(s/T), softmax(t/T)) * T^2 + (1 - alpha) * CE(s, y)`, KL `batchmean`.
 

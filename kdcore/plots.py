@@ -17,6 +17,8 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from kdcore.batch_log import MAX_BATCH_POINTS
+
 TEACHER_COLOR = "#4C78A8"  # blue
 STUDENT_COLOR = "#F58518"  # orange
 KL_COLOR = "#54A24B"  # green
@@ -31,7 +33,6 @@ METRIC_LABELS = {
     "test_loss": "test loss",
     "train_loss": "train loss",
 }
-MAX_BATCH_POINTS = 3000  # live plot thins older batch losses beyond this many points
 
 Row = Mapping[str, Any]
 

@@ -1,12 +1,45 @@
-"""A terminal progress bar: one more engine callback."""
+"""Training in a terminal: a progress bar (one more engine callback) and SIGTERM as a stop."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
 
-from kdcore.engine import Callback
+from kdcore.engine import Callback, FitResult
+from kdcore.execute import execute_run
+from kdcore.runs import RunSpec, create_run
+
+
+def train_in_terminal(spec: RunSpec, out: Path, device: str) -> tuple[str, FitResult]:
+    """Create the run folder and train it in this process, with a progress bar on stderr."""
+    run_id = create_run(spec, out)
+    print(f"run {run_id} ({spec.label or spec.role}) -> {out / run_id}", file=sys.stderr)
+    return run_id, execute_in_terminal(run_id, out, device)
+
+
+def execute_in_terminal(run_id: str, out: Path, device: str) -> FitResult:
+    with stop_on_sigterm() as stop:
+        return execute_run(run_id, out, [ProgressBar()], stop_event=stop, device=device)
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event that SIGTERM sets (instead of ending the process), while the block runs."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def format_seconds(seconds: float | None) -> str:

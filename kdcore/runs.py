@@ -1,8 +1,10 @@
 """Runs: a frozen `RunSpec` -> a run folder under `checkpoints/` -> a trained model.
 
-A run folder holds `config.json` (the spec), `status.json` (queued / running / finished /
-stopped / failed / interrupted), `metrics.jsonl` (one line per epoch, flushed as it happens) and
-the weights `best.pt` and `last.pt`. `kdcore.execute.execute_run` trains a run's folder.
+A run folder holds `config.json` (the spec), `status.json` (`kdcore.status`), `metrics.jsonl`
+(one line per epoch, flushed as it happens), `batches.csv` (`kdcore.batch_log`), `output.log` (what
+a dashboard-started run printed), the weights `best.pt` and `last.pt`, and `stop-requested` once
+someone asked the run to stop. `kdcore.execute.execute_run` trains a run's folder; this module
+creates, finds and lists them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from kdcore.data import source_status
 from kdcore.engine import TrainConfig
-from kdcore.losses import check_distillation_settings
+from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_distillation_settings
 from kdcore.models import (
     DEFAULT_STEM,
     DEFAULT_TEACHER_ARCH,
@@ -31,11 +33,12 @@ from kdcore.models import (
     is_resnet,
 )
 from kdcore.recipes import RECIPE_FIELDS, optimiser_defaults
+from kdcore.status import RunStatus, StatusError, read_status, write_status
 
 ROLES = ("teacher", "student", "distill")
 DEFAULT_ROOT = Path("checkpoints")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-ACTIVE = ("queued", "running")
+STOP_FILE = "stop-requested"
 
 
 @dataclass(frozen=True)
@@ -57,8 +60,8 @@ class RunSpec:
     lr: float | None = None
     weight_decay: float | None = None
     label_smoothing: float | None = None
-    temperature: float = 2.0
-    alpha: float = 0.5
+    temperature: float = DEFAULT_TEMPERATURE
+    alpha: float = DEFAULT_ALPHA
     seed: int = 0
     label: str = ""
 
@@ -170,12 +173,31 @@ def new_run_id(spec: RunSpec) -> str:
 def create_run(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str:
     """Validate `spec`, make its folder with config.json and a queued status; return its id."""
     validate(spec, root)
-    run_id = new_run_id(spec)
-    folder = run_dir(run_id, root)
-    folder.mkdir(parents=True)
+    root.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_id = new_run_id(spec)
+        folder = run_dir(run_id, root)
+        try:
+            folder.mkdir()  # the id is ours once its folder is
+            break
+        except FileExistsError:
+            continue
+    write_status(folder, RunStatus(state="queued"))  # before config.json, which makes it a run
     write_json(folder / "config.json", {"id": run_id, "created_at": time.time(), **spec.to_dict()})
-    write_status(folder, "queued")
     return run_id
+
+
+def request_stop(folder: Path) -> None:
+    """Ask the process training this run to stop at its next batch (it checks for this file)."""
+    (folder / STOP_FILE).write_text(f"{time.time()}\n")
+
+
+def stop_requested_at(folder: Path) -> float | None:
+    """When a stop was requested (the file's time), or None."""
+    try:
+        return (folder / STOP_FILE).stat().st_mtime
+    except OSError:
+        return None
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -189,18 +211,6 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def write_status(folder: Path, status: str, **fields: Any) -> None:
-    previous = read_json(folder / "status.json")
-    payload = {
-        **previous,
-        **fields,
-        "status": status,
-        "updated_at": time.time(),
-        "pid": os.getpid(),
-    }
-    write_json(folder / "status.json", payload)
 
 
 def read_metrics(folder: Path) -> list[dict[str, float]]:
@@ -223,15 +233,22 @@ def read_metrics(folder: Path) -> list[dict[str, float]]:
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A run as its folder tells it."""
+    """A run as its folder tells it, read once."""
 
     run_id: str
     folder: Path
     spec: RunSpec
-    status: str
+    run_status: RunStatus  # as observed: "running" only while its process lives
     created_at: float
     metrics: tuple[dict[str, float], ...]
-    info: dict[str, Any]  # status.json
+
+    @property
+    def status(self) -> str:
+        return self.run_status.state
+
+    @property
+    def active(self) -> bool:
+        return self.run_status.active
 
     @property
     def best_test_acc(self) -> float | None:
@@ -243,24 +260,25 @@ class RunRecord:
 
     @property
     def progress(self) -> float:
+        """Fraction done: to the batch while it trains, else by finished epochs."""
+        if self.status == "running" and self.run_status.fraction_done is not None:
+            return self.run_status.fraction_done
         return min(1.0, len(self.metrics) / max(1, self.spec.epochs))
 
     def checkpoint(self, which: str = "best") -> Path:
         return self.folder / f"{which}.pt"
 
 
-def load_run(
-    run_id: str, root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset()
-) -> RunRecord:
-    """A run by id; a run marked active that no live process owns is reported `interrupted`."""
+def load_run(run_id: str, root: Path = DEFAULT_ROOT) -> RunRecord:
+    """A run by id. A status.json that cannot be read shows as a failed run that says why."""
     folder = run_dir(run_id, root)
     config = read_json(folder / "config.json")
     if not config:
         raise RunError(f"No run {run_id!r} in {root}.")
-    info = read_json(folder / "status.json")
-    status = info.get("status", "interrupted")
-    if status in ACTIVE and run_id not in live_ids and not _owned_by_other_process(info):
-        status = "interrupted"
+    try:
+        status = read_status(folder).observed()
+    except StatusError as error:
+        status = RunStatus(state="failed", phase="failed", error=str(error))
     return RunRecord(
         run_id,
         folder,
@@ -268,11 +286,10 @@ def load_run(
         status,
         config.get("created_at", 0.0),
         tuple(read_metrics(folder)),
-        info,
     )
 
 
-def list_runs(root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset()) -> list[RunRecord]:
+def list_runs(root: Path = DEFAULT_ROOT) -> list[RunRecord]:
     """Every run folder under `root`, newest first."""
     if not root.is_dir():
         return []
@@ -280,18 +297,7 @@ def list_runs(root: Path = DEFAULT_ROOT, live_ids: frozenset[str] = frozenset())
     for folder in root.iterdir():
         if folder.is_dir() and (folder / "config.json").is_file():
             try:
-                records.append(load_run(folder.name, root, live_ids))
+                records.append(load_run(folder.name, root))
             except (RunError, TypeError):
                 continue
     return sorted(records, key=lambda record: record.created_at, reverse=True)
-
-
-def _owned_by_other_process(info: dict[str, Any]) -> bool:
-    pid = info.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True

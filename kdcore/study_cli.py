@@ -7,6 +7,7 @@ import json
 import sys
 
 from kdcore.models import ModelError
+from kdcore.progress import train_in_terminal
 from kdcore.runs import RunError, RunSpec, list_runs
 from kdcore.study import comparison_rows
 
@@ -62,10 +63,8 @@ def reproduce_study(args: argparse.Namespace) -> int:
 
 
 def _train_or_report(spec: RunSpec, args: argparse.Namespace) -> str | None:
-    from kdcore.cli import train_with_progress  # cli imports this module lazily
-
     try:
-        run_id, result = train_with_progress(spec, args.out, args.device)
+        run_id, result = train_in_terminal(spec, args.out, args.device)
     except (RunError, ModelError) as error:
         print(f"== {spec.label}: not run: {error}", file=sys.stderr)
         return None

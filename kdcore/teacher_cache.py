@@ -32,14 +32,24 @@ def file_digest(path: str | Path, length: int = 12) -> str:
     return digest.hexdigest()[:length]
 
 
-def cache_dir_for(teacher_checkpoint: str | Path, data_key: str) -> Path:
-    """Where one teacher's outputs on one dataset view schedule live: beside its checkpoint.
+def cache_dir_for(
+    teacher_checkpoint: str | Path, data_fingerprint: str, val_split: int, images: int, seed: int
+) -> Path:
+    """Where one teacher's outputs on one schedule of training views live: beside its checkpoint.
 
-    `data_key` names the training images and their views (source, subset size, seed).
+    The views depend on the training images (the source, the validation split held out of it,
+    their number) and the seed.
     """
     checkpoint = Path(teacher_checkpoint)
+    held_out = f"-val{val_split}" if val_split else ""  # keys of earlier runs stay valid
+    data_key = f"{data_fingerprint}{held_out}-n{images}-seed{seed}"
     folder = f"{checkpoint.stem}-{file_digest(checkpoint)}-{data_key}"
     return checkpoint.parent / CACHE_FOLDER / folder
+
+
+def cached_epoch_files(teacher_checkpoint: str | Path) -> list[Path]:
+    """Every stored epoch of this teacher's outputs, whatever the data and seed."""
+    return sorted((Path(teacher_checkpoint).parent / CACHE_FOLDER).glob("*/epoch-*.pt"))
 
 
 class TeacherOutputs:

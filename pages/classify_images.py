@@ -7,7 +7,7 @@ import streamlit as st
 from kdcore.checkpoints import CheckpointError
 from kdcore.inference import ACCEPTED_EXTENSIONS, ClassifiedUpload, classify_upload
 from kdcore.plots import STUDENT_COLOR, TEACHER_COLOR, topk_bars
-from ui.context import cached_model, get_manager, init_state
+from ui.context import cached_model, get_queue, init_state
 from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
 
@@ -18,7 +18,7 @@ init_state({"classify.k": 3})
 
 def models_ui() -> dict:
     """Pick the teacher and student runs; returns {name: (model, classes)} of those that load."""
-    records = get_manager().runs()
+    records = get_queue().runs()
     left, right = st.columns(2)
     with left:
         teacher_id = run_picker(
@@ -39,7 +39,7 @@ def models_ui() -> dict:
         if run_id is None:
             continue
         try:
-            model, payload = cached_model(get_manager().run(run_id).checkpoint("best"))
+            model, payload = cached_model(get_queue().run(run_id).checkpoint("best"))
         except CheckpointError as error:
             st.error(f"The {name}'s weights cannot be used: {error}")
             continue

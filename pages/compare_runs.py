@@ -12,8 +12,8 @@ import streamlit as st
 from kdcore.plots import learning_curves
 from kdcore.runs import RunRecord
 from kdcore.study import comparison_rows
-from ui.context import get_manager, init_state
-from ui.runs_view import legend_below, run_picker, run_title
+from ui.context import get_queue, init_state
+from ui.runs_view import legend_below, percent, run_picker, run_title
 
 init_state({"compare.ids": None, "compare.smoothing": 0.0, "compare.which": "best"})
 
@@ -22,14 +22,14 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
     """One line of the comparison table (accuracies in percent)."""
     spec, last = record.spec, (record.metrics[-1] if record.metrics else {})
     distilled = spec.role == "distill"
-    cache = record.info.get("teacher_cache") or {}
+    cache = record.run_status.teacher_cache or {}
     return {
         "what": run_title(record),
         "role": spec.role,
         "status": record.status,
-        "best test acc (%)": _percent(record.best_test_acc),
-        "final test acc (%)": _percent(record.final_test_acc),
-        "final val acc (%)": _percent(last.get("val_acc")),
+        "best test acc (%)": percent(record.best_test_acc),
+        "final test acc (%)": percent(record.final_test_acc),
+        "final val acc (%)": percent(last.get("val_acc")),
         "epochs": f"{len(record.metrics)}/{spec.epochs}",
         "time (s)": round(last["elapsed_s"], 1) if "elapsed_s" in last else None,
         "T": spec.temperature if distilled else None,
@@ -38,10 +38,6 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "teacher cache saved (s)": cache.get("seconds_saved"),
         "run": record.run_id,
     }
-
-
-def _percent(value: float | None) -> float | None:
-    return round(100 * value, 2) if value is not None else None
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
@@ -58,8 +54,8 @@ def study_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
     return [
         {
             "setting": row["setting"],
-            "study (%)": _percent(row["study_acc"]),
-            "ours (%)": _percent(row["our_acc"]),
+            "study (%)": percent(row["study_acc"]),
+            "ours (%)": percent(row["our_acc"]),
             "our run": row["run_id"] or "–",
             "our data": row["data"] or "–",
         }
@@ -98,8 +94,8 @@ def downloads_ui(records: Sequence[RunRecord]) -> None:
 
 
 st.title("Compare runs")
-manager = get_manager()
-records = [r for r in manager.runs() if r.metrics]
+queue = get_queue()
+records = [r for r in queue.runs() if r.metrics]
 if not records:
     st.info("No run has finished an epoch yet. Start one on the teacher or student page.")
     st.stop()
@@ -148,5 +144,5 @@ st.caption(
     "Ours: the newest finished run of each setting (best test accuracy). The study used "
     "full CIFAR-10 and ResNet101 teachers."
 )
-st.dataframe(study_table(manager.runs()), hide_index=True)
+st.dataframe(study_table(queue.runs()), hide_index=True)
 downloads_ui(records)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from kdcore.runs import ACTIVE, RunRecord, RunSpec
-from kdcore.teacher_cache import CACHE_FOLDER
-from ui.context import data_source, get_manager, init_state
-from ui.runs_view import live_run_panel, queue_table, run_picker, run_title, submit_ui, with_weights
+from kdcore.runs import RunRecord, RunSpec
+from kdcore.teacher_cache import cached_epoch_files
+from ui.context import data_source, get_queue, init_state
+from ui.runs_view import (
+    live_run_panel,
+    queue_table,
+    run_picker,
+    run_title,
+    show_newest_active,
+    submit_ui,
+    with_weights,
+)
 
 ALONE = "none: the student alone (baseline)"
 
@@ -82,7 +90,7 @@ def epochs(count: int) -> str:
 
 def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
     """Say whether this teacher's outputs are cached and what the cache saved before."""
-    cached = list((teacher.folder / CACHE_FOLDER).glob("*/epoch-*.pt"))
+    cached = cached_epoch_files(teacher.checkpoint("best"))
     if not cached:
         st.caption(
             "The first distillation from this teacher computes its outputs once and "
@@ -94,7 +102,7 @@ def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
         "with the same data, subset and seed reads them instead of running the teacher."
     )
     for record in records:
-        summary = record.info.get("teacher_cache")
+        summary = record.run_status.teacher_cache
         if record.spec.teacher == teacher.run_id and summary and summary["epochs_from_cache"]:
             st.success(
                 f"Run {record.run_id[-4:]} ({run_title(record)}) read "
@@ -105,8 +113,8 @@ def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
 
 
 st.title("Distil a student")
-manager = get_manager()
-records = manager.runs()
+queue = get_queue()
+records = queue.runs()
 teacher_id = run_picker(
     "Teacher",
     with_weights(records, ["teacher"]),
@@ -115,26 +123,26 @@ teacher_id = run_picker(
     help="Finished teacher runs with weights.",
 )
 if teacher_id:
-    teacher_cache_note(manager.run(teacher_id), records)
+    teacher_cache_note(queue.run(teacher_id), records)
 spec = student_settings_ui(teacher_id)
 if spec is not None:
-    run_id = submit_ui(manager, lambda: spec)
+    run_id = submit_ui(queue, lambda: spec)
     if run_id:
         st.session_state["distill.run_id"] = run_id
         st.success(f"Queued {run_id}.")
-        records = manager.runs()
+        records = queue.runs()
 
-queue = queue_table(manager, records)
-if queue:
+waiting = queue_table(records)
+if waiting:
     st.subheader("Queue")
-    st.caption("Runs train one after another, in this order.")
-    st.dataframe(queue, hide_index=True, key="distill.queue_table")
+    st.caption(
+        f"At most {queue.max_running} run(s) train at once ($KDCORE_MAX_RUNS); the others "
+        "start in this order."
+    )
+    st.dataframe(waiting, hide_index=True, key="distill.queue_table")
 
 students = [r for r in records if r.spec.role in ("student", "distill")]
-if "distill.run_id" not in st.session_state:
-    active = [r.run_id for r in students if r.status in ACTIVE]
-    if active:
-        st.session_state["distill.run_id"] = active[-1]
+show_newest_active("distill.run_id", students)
 st.subheader("Run")
 run_id = run_picker("Run shown below", students, key="distill.run_id")
 if run_id is None:
@@ -153,9 +161,9 @@ else:
         format_func=lambda rid: run_title(finished[rid]),
     )
     overlay = {run_title(finished[rid]): list(finished[rid].metrics) for rid in overlay_ids}
-    live_run_panel(manager, run_id, key="distill.live", overlay=lambda: overlay)
-    record = manager.run(run_id)
-    summary = record.info.get("teacher_cache")
+    live_run_panel(queue, run_id, key="distill.live", overlay=lambda: overlay)
+    record = queue.run(run_id)
+    summary = record.run_status.teacher_cache
     if summary:
         st.caption(
             f"Teacher outputs: {epochs(summary['epochs_from_cache'])} from the cache, "

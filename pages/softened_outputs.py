@@ -22,7 +22,7 @@ from kdcore.inference import (
     to_model_view,
 )
 from kdcore.plots import softened_bars, temperature_curves
-from ui.context import cached_model, cached_split, get_manager, init_state
+from ui.context import cached_model, cached_split, get_queue, init_state
 from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
 
@@ -72,10 +72,10 @@ def uploaded_image_ui() -> Image.Image | None:
 
 def load_pair(teacher_id: str, student_id: str):
     """(teacher, student, class names) or None with an error shown."""
-    manager = get_manager()
+    queue = get_queue()
     try:
-        teacher, teacher_payload = cached_model(manager.run(teacher_id).checkpoint("best"))
-        student, student_payload = cached_model(manager.run(student_id).checkpoint("best"))
+        teacher, teacher_payload = cached_model(queue.run(teacher_id).checkpoint("best"))
+        student, student_payload = cached_model(queue.run(student_id).checkpoint("best"))
     except CheckpointError as error:
         st.error(f"Cannot load the weights: {error}")
         return None
@@ -93,8 +93,8 @@ st.caption(
     "What the student learns from: the teacher's probabilities softened by a temperature "
     "T. Higher T spreads probability over the classes the teacher finds similar."
 )
-manager = get_manager()
-records = manager.runs()
+queue = get_queue()
+records = queue.runs()
 left, right = st.columns(2)
 with left:
     teacher_id = run_picker(
@@ -124,7 +124,7 @@ source = st.radio(
     horizontal=True,
 )
 image = (
-    test_image_ui(manager.run(student_id).spec.data)
+    test_image_ui(queue.run(student_id).spec.data)
     if source == "test image"
     else uploaded_image_ui()
 )

@@ -11,9 +11,9 @@ from kdcore.models import (
     is_resnet,
     suggested_teacher_arch,
 )
-from kdcore.runs import ACTIVE, RunSpec
-from ui.context import data_source, get_manager, init_state
-from ui.runs_view import live_run_panel, run_picker, submit_ui
+from kdcore.runs import RunSpec
+from ui.context import data_source, get_queue, init_state
+from ui.runs_view import live_run_panel, run_picker, show_newest_active, submit_ui
 
 INIT_LABELS = {"scratch": "from scratch", "imagenet": "ImageNet weights", "file": "a weights file"}
 STEM_LABELS = {
@@ -122,22 +122,19 @@ st.caption(
     f"Data: `{data_source()}` (change it in the sidebar). The run trains in the background: "
     "leave this page, reload or open a second tab, it goes on."
 )
-manager = get_manager()
+queue = get_queue()
 spec = teacher_settings_ui()
 if spec is not None:
-    run_id = submit_ui(manager, lambda: spec)
+    run_id = submit_ui(queue, lambda: spec)
     if run_id:
         st.session_state["teacher.run_id"] = run_id
         st.success(f"Queued {run_id}.")
 
-teachers = [r for r in manager.runs() if r.spec.role == "teacher"]
-if "teacher.run_id" not in st.session_state:
-    active = [r.run_id for r in teachers if r.status in ACTIVE]
-    if active:
-        st.session_state["teacher.run_id"] = active[0]
+teachers = [r for r in queue.runs() if r.spec.role == "teacher"]
+show_newest_active("teacher.run_id", teachers)
 st.subheader("Run")
 run_id = run_picker("Run shown below", teachers, key="teacher.run_id")
 if run_id is None:
     st.info("No teacher runs yet: set the options above and press Start.")
 else:
-    live_run_panel(manager, run_id, key="teacher.live")
+    live_run_panel(queue, run_id, key="teacher.live")

@@ -6,7 +6,10 @@ Runs train on the synthetic set with a few hundred images, so each takes seconds
 from __future__ import annotations
 
 import io
+import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,10 +19,12 @@ from streamlit.testing.v1 import AppTest
 
 from kdcore.execute import execute_run
 from kdcore.inference import classify_upload
-from kdcore.runs import RunSpec, create_run, load_run, write_status
-from ui.context import get_manager
+from kdcore.runs import RunSpec, create_run, load_run
+from kdcore.status import RunStatus, write_status
+from ui.context import get_queue
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
 # OneCycle needs several steps per run: keep subset / batch_size >= 8 (engine limitation).
 TINY_TEACHER = RunSpec(role="teacher", data="synthetic", arch="cifarnet", epochs=1,
                        train_subset=256, batch_size=32, label="tiny teacher")  # fmt: skip
@@ -52,12 +57,14 @@ def use_root(monkeypatch: pytest.MonkeyPatch, root: Path) -> Path:
 
 @pytest.fixture
 def empty_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A fresh runs folder; runs this test's manager still trains are stopped afterwards."""
+    """A fresh runs folder; runs still queued or training are stopped afterwards."""
     root = use_root(monkeypatch, tmp_path / "checkpoints")
     yield root
-    manager = get_manager()
-    for run_id in manager.active_ids():
-        manager.stop(run_id)
+    queue = get_queue()
+    for record in queue.queue():
+        queue.stop(record.run_id)
+    for record in queue.queue():
+        queue.wait(record.run_id, timeout=60)
 
 
 @pytest.fixture
@@ -102,7 +109,7 @@ def test_quick_start_trains_a_student_and_shows_it_live(empty_root):
     at.button(key="home.quick_student_btn").click().run()
     assert at.title[0].value == "Distil a student"
     poll_until(at, lambda at: any(t.startswith("running") for t in progress_texts(at)))
-    assert at.button(key="distill.live.stop_btn")  # the live panel offers Stop
+    assert at.button(key="distill.live.stop_btn").label == "Stop this run"
 
 
 def test_student_run_polled_to_completion_then_compared(empty_root):
@@ -113,7 +120,7 @@ def test_student_run_polled_to_completion_then_compared(empty_root):
     assert at.success and "Queued" in at.success[0].value
     poll_until(at, lambda at: "finished" in progress_texts(at))
     assert [m.value for m in at.metric][0] == "2 / 2"
-    (record,) = get_manager().runs()
+    (record,) = get_queue().runs()
     assert record.status == "finished" and len(record.metrics) == 2
     compare = open_page("compare_runs")
     assert compare.dataframe[0].value["epochs"].tolist() == ["2/2"]
@@ -127,7 +134,7 @@ def test_teacher_run_can_be_stopped_from_the_page(empty_root):
     at.button[0].click().run()
     at.button(key="teacher.live.stop_btn").click().run()
     poll_until(at, lambda at: "stopped" in progress_texts(at))
-    (record,) = get_manager().runs()
+    (record,) = get_queue().runs()
     assert record.status == "stopped"
 
 
@@ -223,12 +230,32 @@ def test_corrupt_checkpoint_gives_a_message_not_a_crash(trained_root, tmp_path, 
     assert softened.error and "Cannot load the weights" in softened.error[0].value
 
 
-def test_a_run_cut_off_by_a_restart_is_listed_as_interrupted(empty_root):
+def test_a_run_whose_process_died_is_listed_as_interrupted(empty_root):
     run_id = create_run(TINY_STUDENT, empty_root)
-    write_status(empty_root / run_id, "running")  # as a crashed server leaves it
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    crashed = RunStatus(state="running", pid=gone.pid, heartbeat=time.time())
+    write_status(empty_root / run_id, crashed)
     at = open_page()
     assert at.dataframe[0].value["status"].tolist() == ["interrupted"]
     assert load_run(run_id, empty_root).status == "interrupted"
+
+
+def test_a_run_started_from_the_cli_is_shown_live_and_stopped_from_the_page(empty_root):
+    command = [sys.executable, "-m", "kdcore", "student", "--data-dir", "synthetic",
+               "--epochs", "500", "--train-subset", "1024", "--batch-size", "64",
+               "--label", "from the CLI", "--out", str(empty_root)]  # fmt: skip
+    cli = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        at = open_page("distill_student")
+        poll_until(at, lambda at: any("step" in t for t in progress_texts(at)), timeout=60)
+        assert any("from the CLI" in m.value for m in at.markdown)
+        at.button(key="distill.live.stop_btn").click().run()
+        out, _ = cli.communicate(timeout=60)
+    finally:
+        cli.kill()
+    assert json.loads(out)["status"] == "stopped"
+    poll_until(at, lambda at: any(t.startswith("stopped") for t in progress_texts(at)))
 
 
 def test_a_second_distillation_reads_the_teacher_cache_and_says_so(trained_root, tmp_path,

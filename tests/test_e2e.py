@@ -2,7 +2,8 @@
 
 Starts a run from the home page, watches its live chart grow, stops it, classifies an uploaded
 image with a teacher and a student trained before the server started, and visits every page,
-saving a screenshot of each to artifacts/screenshots/.
+saving a screenshot of each to artifacts/screenshots/. Then kills the server with -9 while a run
+trains, starts it again and finds the run still training, and kills the run with -9.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,8 +24,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from kdcore.batch_log import BatchLogTail
 from kdcore.execute import execute_run
-from kdcore.runs import RunSpec, create_run
+from kdcore.runs import RunSpec, create_run, list_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -76,26 +79,34 @@ def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def start_server(root: Path, port: int, log_name: str = "server.log") -> subprocess.Popen:
+    """`streamlit run app.py` on `root`, answering at localhost:port."""
+    env = {**os.environ, "KDCORE_CHECKPOINTS": str(root), "KDCORE_DATA": "synthetic",
+           "KDCORE_CACHE": str(root.parent / "cache")}  # fmt: skip
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.headless", "true"]  # fmt: skip
+    with open(root.parent / log_name, "a") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wait_healthy(f"http://localhost:{port}", process)
+    return process
+
+
+def end(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture(scope="module")
 def server(runs_root: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "KDCORE_CHECKPOINTS": str(runs_root), "KDCORE_DATA": "synthetic",
-           "KDCORE_CACHE": str(runs_root.parent / "cache")}  # fmt: skip
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.headless", "true"]  # fmt: skip
-    log = open(runs_root.parent / "server.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://localhost:{port}"
+    process = start_server(runs_root, port)
     try:
-        wait_healthy(url, process)
-        yield url
+        yield f"http://localhost:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        end(process)
 
 
 @pytest.fixture(scope="module")
@@ -190,8 +201,48 @@ def test_every_page_draws(page, server, path):
     screenshot(page, name)
 
 
-def test_server_log_is_clean(runs_root):
+def test_server_log_is_clean(server, runs_root):
     log = (runs_root.parent / "server.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def training_steps(root: Path) -> list[int]:
+    """The steps in the batch log of the one run under `root`."""
+    (record,) = list_runs(root)
+    return [point["step"] for point in BatchLogTail(record.folder, max_points=10**9).read()]
+
+
+def test_a_run_outlives_a_killed_server_and_its_own_kill_is_reported(page, tmp_path):
+    root, port = tmp_path / "checkpoints", free_port()
+    url = f"http://localhost:{port}"
+    first = start_server(root, port, "restart.log")
+    try:
+        open_page(page, url, "distill_student")
+        page.get_by_label("Epochs").fill("200")
+        page.get_by_role("button", name="Start the student alone").click()
+        page.get_by_text(re.compile(r"running · epoch")).wait_for(timeout=60_000)
+        first.kill()  # -9: no clean-up
+        first.wait()
+        before = len(training_steps(root))
+        second = start_server(root, port, "restart.log")
+    finally:
+        end(first)
+    try:
+        open_page(page, url, "distill_student")  # shows the newest active run
+        step = current_step(page)
+        wait_until(page, lambda: current_step(page) > step, "the run did not go on", timeout=60)
+        steps = training_steps(root)
+        assert len(steps) > before and steps == list(range(1, len(steps) + 1))  # no gap
+        screenshot(page, "7_after_restart")
+        (record,) = list_runs(root)
+        os.kill(record.run_status.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        page.get_by_text(re.compile(r"^interrupted")).first.wait_for(timeout=10_000)
+        assert time.monotonic() - killed_at <= 10
+        screenshot(page, "7_run_killed")
+    finally:
+        end(second)
+    log = (root.parent / "restart.log").read_text()
     assert "Traceback" not in log, log[-3000:]
 
 

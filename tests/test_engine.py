@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from torch import nn
 
 from kdcore.data import ImageSet
 from kdcore.engine import Callback, Distillation, TrainConfig, build_scheduler, evaluate, fit
+from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from kdcore.models import SmallCNN
 
 CPU = torch.device("cpu")
@@ -270,6 +272,13 @@ def test_distillation_refuses_bad_settings():
         Distillation(FixedTeacher(None), temperature=0.0)
     with pytest.raises(ValueError, match="alpha"):
         Distillation(FixedTeacher(None), alpha=1.2)
+    with pytest.raises(ValueError, match="finite"):
+        Distillation(FixedTeacher(None), temperature=math.inf)
+
+
+def test_distillation_defaults_come_from_the_loss():
+    distillation = Distillation(FixedTeacher(None))
+    assert (distillation.temperature, distillation.alpha) == (DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
 
 
 class ConstantModel(nn.Module):

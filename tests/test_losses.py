@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from kdcore.losses import (
+    DEFAULT_ALPHA,
+    DEFAULT_TEMPERATURE,
     check_distillation_settings,
+    check_temperature,
     distillation_loss,
     distillation_terms,
     soft_targets,
@@ -87,11 +92,28 @@ def test_soft_targets_are_a_distribution_that_flattens_with_temperature():
     assert warm.max() < cold.max()
 
 
+def test_infinite_temperature_gives_uniform_soft_targets():
+    logits = torch.tensor([[4.0, 1.0, -3.0, 0.0]])
+    torch.testing.assert_close(soft_targets(logits, math.inf), torch.full((1, 4), 0.25))
+
+
 @pytest.mark.parametrize("T", [0.0, -1.0, float("nan")])
 def test_non_positive_temperature_is_refused(T):
-    s, t, y = batch()
     with pytest.raises(ValueError, match="Temperature T must be greater than 0"):
-        distillation_loss(s, t, y, T=T, alpha=0.5)
+        check_temperature(T)
+    with pytest.raises(ValueError, match="Temperature T must be greater than 0"):
+        check_distillation_settings(T, 0.5)
+
+
+def test_infinite_temperature_is_refused_for_distillation():
+    check_temperature(math.inf)  # softmax is defined there: uniform
+    with pytest.raises(ValueError, match="Temperature T must be finite"):
+        check_distillation_settings(math.inf, 0.5)
+
+
+def test_defaults_are_valid_settings():
+    check_distillation_settings(DEFAULT_TEMPERATURE, DEFAULT_ALPHA)
+    assert (DEFAULT_TEMPERATURE, DEFAULT_ALPHA) == (2.0, 0.5)
 
 
 @pytest.mark.parametrize("alpha", [-0.1, 1.5])

@@ -1,4 +1,4 @@
-"""Run folders: validation, what a run writes, failures, listing after a restart, the manager."""
+"""Run folders: validation, what a run writes, failures, stop requests, listing after a restart."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 import torch
 
-import kdcore.manager as manager_module
+from kdcore.batch_log import BATCH_LOG
 from kdcore.checkpoints import load_model
 from kdcore.engine import Callback
 from kdcore.execute import execute_run
-from kdcore.manager import RunManager
 from kdcore.runs import (
     RunError,
     RunSpec,
@@ -25,10 +25,11 @@ from kdcore.runs import (
     load_run,
     read_json,
     read_metrics,
+    request_stop,
     run_dir,
     validate,
-    write_status,
 )
+from kdcore.status import RunStatus, read_status, write_status
 
 TINY = {"data": "synthetic", "epochs": 2, "train_subset": 64, "batch_size": 32}
 
@@ -152,8 +153,8 @@ def test_create_run_writes_config_and_queued_status(tmp_path):
     folder = tmp_path / run_id
     config = json.loads((folder / "config.json").read_text())
     assert config["id"] == run_id and RunSpec.from_dict(config) == spec
-    status = json.loads((folder / "status.json").read_text())
-    assert status["status"] == "queued" and status["pid"] == os.getpid()
+    status = read_status(folder)
+    assert status.state == "queued" and status.pid is None
     assert not list(folder.glob(".*.tmp"))
 
 
@@ -169,9 +170,12 @@ def test_execute_run_records_metrics_weights_and_status(tmp_path, fast_synthetic
         assert payload["arch"] == "smallcnn" and payload["meta"]["run_id"] == run_id
         model, _ = load_model(folder / name)
         assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
-    status = read_json(folder / "status.json")
-    assert status["status"] == "finished" and status["epochs_done"] == 2
-    assert status["best_test_acc"] == result.best_test_acc
+    status = read_status(folder)
+    assert (status.state, status.epochs_done, status.pid) == ("finished", 2, os.getpid())
+    assert status.best_test_acc == result.best_test_acc
+    assert status.step == status.total_steps == 4 and status.ended_at >= status.started_at
+    batches = (folder / BATCH_LOG).read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in batches] == [1, 2, 3, 4]  # 2 epochs x 2 batches
     best_epoch = torch.load(folder / "best.pt", weights_only=True)["meta"]["epoch"]
     assert result.history[best_epoch - 1]["test_acc"] == result.best_test_acc
     record = load_run(run_id, tmp_path)
@@ -184,9 +188,9 @@ def test_a_failing_run_records_failed_with_the_error(tmp_path, image_folder):
     shutil.rmtree(image_folder)  # the data vanishes between queueing and running
     with pytest.raises(Exception, match="does not exist"):
         execute_run(run_id, tmp_path / "runs", device="cpu")
-    status = read_json(tmp_path / "runs" / run_id / "status.json")
-    assert status["status"] == "failed"
-    assert "DataError" in status["error"] and "does not exist" in status["error"]
+    status = read_status(tmp_path / "runs" / run_id)
+    assert status.state == "failed"
+    assert "DataError" in status.error and "does not exist" in status.error
     assert load_run(run_id, tmp_path / "runs").status == "failed"
 
 
@@ -206,10 +210,40 @@ def test_a_stopped_run_keeps_a_consistent_folder(tmp_path, fast_synthetic):
                          device="cpu")  # fmt: skip
     folder = tmp_path / run_id
     assert result.status == "stopped" and len(result.history) == 1
-    assert read_json(folder / "status.json")["status"] == "stopped"
+    assert read_status(folder).state == "stopped"
     assert len(read_metrics(folder)) == 1
     last = torch.load(folder / "last.pt", weights_only=True)
     assert last["meta"]["stopped"] is True and last["meta"]["epoch"] == 1
+
+
+class RequestStopAfter(Callback):
+    """Does what the dashboard's Stop button does: writes the run's stop file."""
+
+    def __init__(self, folder, batches: int):
+        self.folder, self.batches = folder, batches
+
+    def on_batch_end(self, step, logs):
+        if step == self.batches:
+            request_stop(self.folder)
+
+
+def test_a_stop_file_stops_the_run_at_a_batch_and_leaves_whole_files(tmp_path, fast_synthetic):
+    run_id = create_run(student(epochs=50), tmp_path)
+    folder = tmp_path / run_id
+    result = execute_run(run_id, tmp_path, callbacks=[RequestStopAfter(folder, 5)], device="cpu")
+    assert result.status == "stopped" and len(result.history) < 50
+    assert read_status(folder).state == "stopped"
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert rows == read_metrics(folder) and len(rows) == len(result.history)
+    model, payload = load_model(folder / "last.pt")
+    assert payload["meta"]["stopped"] is True
+
+
+def test_only_a_queued_run_can_be_executed(tmp_path, fast_synthetic):
+    run_id = create_run(student(epochs=1), tmp_path)
+    execute_run(run_id, tmp_path, device="cpu")
+    with pytest.raises(RunError, match="is finished; only a queued run"):
+        execute_run(run_id, tmp_path, device="cpu")
 
 
 def test_teacher_run_then_distillation_from_its_run_id(tmp_path, fast_synthetic):
@@ -226,9 +260,8 @@ def test_teacher_run_then_distillation_from_its_run_id(tmp_path, fast_synthetic)
     distill_spec = RunSpec(role="distill", teacher=teacher_id, **{**TINY, "epochs": 1})
     distill_id = create_run(distill_spec, tmp_path)
     execute_run(distill_id, tmp_path, device="cpu")
-    status = read_json(tmp_path / distill_id / "status.json")
-    assert status["status"] == "finished"
-    assert status["teacher_cache"]["epochs_computed"] == 1
+    status = read_status(tmp_path / distill_id)
+    assert status.state == "finished" and status.teacher_cache["epochs_computed"] == 1
 
 
 def test_read_metrics_skips_a_half_written_last_line(tmp_path):
@@ -248,17 +281,21 @@ def dead_pid() -> int:
 def test_list_runs_marks_a_running_run_of_a_dead_process_interrupted(tmp_path):
     first = create_run(student(label="old"), tmp_path)
     second = create_run(student(label="new"), tmp_path)
-    write_status(tmp_path / first, "running")
-    status = read_json(tmp_path / first / "status.json")
-    (tmp_path / first / "status.json").write_text(json.dumps({**status, "pid": dead_pid()}))
+    running = RunStatus(state="running", pid=dead_pid(), heartbeat=time.time())
+    write_status(tmp_path / first, running)
     (tmp_path / "stray-folder").mkdir()  # no config.json: not a run
 
     records = {record.run_id: record for record in list_runs(tmp_path)}
     assert set(records) == {first, second}
-    assert records[first].status == "interrupted"
-    # queued by this process but not live in it (e.g. after a restart of the dashboard)
-    assert records[second].status == "interrupted"
-    assert list_runs(tmp_path, live_ids=frozenset({second}))[0].status == "queued"
+    assert records[first].status == "interrupted" and "ended" in records[first].run_status.error
+    assert records[second].status == "queued"  # a queued folder waits for any queue to start it
+
+
+def test_a_run_with_a_corrupt_status_is_listed_as_failed_with_the_reason(tmp_path):
+    run_id = create_run(student(), tmp_path)
+    (tmp_path / run_id / "status.json").write_text("{not json")
+    (record,) = list_runs(tmp_path)
+    assert record.status == "failed" and "corrupt" in record.run_status.error
 
 
 def test_list_runs_is_newest_first(tmp_path):
@@ -272,72 +309,6 @@ def test_list_runs_is_newest_first(tmp_path):
 def test_load_run_of_an_unknown_id_is_a_run_error(tmp_path):
     with pytest.raises(RunError, match="No run"):
         load_run("missing-run", tmp_path)
-
-
-# --- the manager --------------------------------------------------------------------------------
-
-
-def test_manager_runs_submitted_runs_in_order(tmp_path, fast_synthetic):
-    manager = RunManager(tmp_path)
-    first = manager.submit(student(epochs=1))
-    second = manager.submit(student(epochs=1, seed=1))
-    done_second = manager.wait(second, timeout=120)
-    done_first = manager.wait(first, timeout=120)
-    assert done_first["status"] == done_second["status"] == "finished"
-    assert done_first["ended_at"] <= done_second["started_at"]
-    assert {record.run_id: record.status for record in manager.runs()} == {
-        first: "finished",
-        second: "finished",
-    }
-    assert len(done_first["batch_losses"]) == 2  # 64 images in batches of 32
-    assert [row["epoch"] for row in done_first["metrics"]] == [1]
-    assert done_first["batch_losses"][-1]["step"] == 2
-
-
-def test_manager_cancels_a_queued_run(tmp_path, fast_synthetic, monkeypatch):
-    gate = threading.Event()
-    real_execute = manager_module.execute_run
-    manager = RunManager(tmp_path)
-
-    def gated(run_id, *args, **kwargs):
-        gate.wait(60)
-        return real_execute(run_id, *args, **kwargs)
-
-    monkeypatch.setattr(manager_module, "execute_run", gated)
-    first = manager.submit(student(epochs=1))
-    queued = manager.submit(student(epochs=1))
-    assert manager.snapshot(queued)["status"] == "queued"
-    manager.stop(queued)
-    gate.set()
-    assert manager.wait(first, timeout=120)["status"] == "finished"
-    state = manager.wait(queued, timeout=120)
-    assert (state["status"], state["phase"]) == ("stopped", "cancelled")
-    assert read_json(tmp_path / queued / "status.json")["status"] == "stopped"
-    assert not (tmp_path / queued / "metrics.jsonl").exists()
-
-
-def test_manager_stops_a_running_run(tmp_path, fast_synthetic, monkeypatch):
-    real_execute = manager_module.execute_run
-    manager = RunManager(tmp_path)
-
-    def stop_after_first_batch(run_id, root, callbacks=(), stop_event=None, **kwargs):
-        stopper = StopAfter(stop_event, 1)
-        return real_execute(run_id, root, callbacks=[*callbacks, stopper], stop_event=stop_event)
-
-    monkeypatch.setattr(manager_module, "execute_run", stop_after_first_batch)
-    run_id = manager.submit(student(epochs=2))
-    state = manager.wait(run_id, timeout=120)
-    assert state["status"] == "stopped" and len(state["batch_losses"]) == 1
-    assert manager.run(run_id).status == "stopped"
-
-
-def test_manager_refuses_an_impossible_run_and_stops_unknown_ids_clearly(tmp_path):
-    manager = RunManager(tmp_path)
-    with pytest.raises(RunError, match="Temperature"):
-        manager.submit(student(temperature=0))
-    assert manager.runs() == []
-    with pytest.raises(RunError, match="not queued or running"):
-        manager.stop("nothing-here")
 
 
 def test_train_config_takes_role_defaults_unless_given():

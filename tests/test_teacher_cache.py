@@ -11,8 +11,14 @@ import kdcore.engine as engine
 from kdcore.augment import epoch_views, train_batch
 from kdcore.checkpoints import load_model
 from kdcore.execute import execute_run
-from kdcore.runs import RunSpec, create_run, read_json
-from kdcore.teacher_cache import CACHE_FOLDER, TeacherOutputs, cache_dir_for
+from kdcore.runs import RunSpec, create_run
+from kdcore.status import read_status
+from kdcore.teacher_cache import (
+    CACHE_FOLDER,
+    TeacherOutputs,
+    cache_dir_for,
+    cached_epoch_files,
+)
 
 CPU = torch.device("cpu")
 
@@ -115,9 +121,13 @@ def test_without_a_cache_dir_nothing_is_written(teacher, images, tmp_path):
 def test_cache_folder_depends_on_teacher_content_and_data_key(tmp_path, make_teacher_checkpoint):
     first = make_teacher_checkpoint(tmp_path / "a" / "teacher.pt", seed=0)
     other = make_teacher_checkpoint(tmp_path / "b" / "teacher.pt", seed=1)
-    assert cache_dir_for(first, "k-seed0").parent == first.parent / CACHE_FOLDER
-    assert cache_dir_for(first, "k-seed0") != cache_dir_for(first, "k-seed1")
-    assert cache_dir_for(first, "k").name != cache_dir_for(other, "k").name
+    key = ("data", 0, 100, 0)  # fingerprint, validation split, images, seed
+    assert cache_dir_for(first, *key).parent == first.parent / CACHE_FOLDER
+    assert cache_dir_for(first, *key).name.endswith("-data-n100-seed0")  # the key of older runs
+    assert cache_dir_for(first, "data", 10, 100, 0).name.endswith("-data-val10-n100-seed0")
+    for changed in (("other", 0, 100, 0), ("data", 0, 99, 0), ("data", 0, 100, 1)):
+        assert cache_dir_for(first, *changed) != cache_dir_for(first, *key)
+    assert cache_dir_for(first, *key).name != cache_dir_for(other, *key).name
 
 
 # --- through runs: the cache serves distillations at other T and alpha --------------------------
@@ -142,7 +152,7 @@ def distill(root, teacher_file, monkeypatch, **overrides):
     recorder = ViewRecorder()
     monkeypatch.setattr(engine, "train_batch", recorder)
     execute_run(run_id, root, device="cpu")
-    return read_json(root / run_id / "status.json"), recorder.inputs
+    return read_status(root / run_id), recorder.inputs
 
 
 def test_second_distillation_reuses_the_cache_and_sees_the_same_views(
@@ -150,16 +160,16 @@ def test_second_distillation_reuses_the_cache_and_sees_the_same_views(
 ):
     root = tmp_path / "runs"
     status, first_inputs = distill(root, teacher_file, monkeypatch, temperature=2.0, alpha=0.5)
-    assert status["status"] == "finished"
-    assert status["teacher_cache"]["epochs_computed"] == 2
-    cached = sorted(p.name for p in (teacher_file.parent / CACHE_FOLDER).rglob("epoch-*.pt"))
+    assert status.state == "finished"
+    assert status.teacher_cache["epochs_computed"] == 2
+    cached = [path.name for path in cached_epoch_files(teacher_file)]
     assert cached == ["epoch-0000.pt", "epoch-0001.pt"]
 
     monkeypatch.setattr(TeacherOutputs, "compute", never_called)
     status, second_inputs = distill(root, teacher_file, monkeypatch, temperature=4.0, alpha=0.9)
-    assert status["status"] == "finished"
-    assert status["teacher_cache"]["epochs_from_cache"] == 2
-    assert status["teacher_cache"]["epochs_computed"] == 0
+    assert status.state == "finished"
+    assert status.teacher_cache["epochs_from_cache"] == 2
+    assert status.teacher_cache["epochs_computed"] == 0
     assert len(second_inputs) == len(first_inputs) == 4
     for first, second in zip(first_inputs, second_inputs, strict=True):
         assert torch.equal(first, second)
@@ -171,8 +181,8 @@ def test_distillation_with_another_seed_does_not_reuse_the_cache(
     root = tmp_path / "runs"
     distill(root, teacher_file, monkeypatch, epochs=1, seed=0)
     status, _ = distill(root, teacher_file, monkeypatch, epochs=1, seed=1)
-    assert status["teacher_cache"]["epochs_computed"] == 1
-    assert status["teacher_cache"]["epochs_from_cache"] == 0
+    assert status.teacher_cache["epochs_computed"] == 1
+    assert status.teacher_cache["epochs_from_cache"] == 0
     assert len(list((teacher_file.parent / CACHE_FOLDER).iterdir())) == 2
 
 
@@ -182,6 +192,6 @@ def test_distillation_with_a_validation_split_keeps_its_own_cache(
     root = tmp_path / "runs"
     distill(root, teacher_file, monkeypatch, epochs=1, train_subset=None)
     status, _ = distill(root, teacher_file, monkeypatch, epochs=1, train_subset=None, val_split=10)
-    assert status["teacher_cache"]["epochs_computed"] == 1
+    assert status.teacher_cache["epochs_computed"] == 1
     folders = sorted(p.name for p in (teacher_file.parent / CACHE_FOLDER).iterdir())
     assert len(folders) == 2 and sum("-val10-" in name for name in folders) == 1

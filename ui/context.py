@@ -1,6 +1,7 @@
-"""What every page shares: the process-wide run manager, the data source, cached data and models.
+"""What every page shares: the run queue, the data source, cached data and models.
 
-The manager lives in `st.cache_resource`, so every browser tab and every rerun sees the same runs;
+Runs train in processes of their own and their folders are the truth; the queue (one per server,
+in `st.cache_resource`) only starts queued folders and forwards stop requests.
 `st.session_state` holds only this browser's choices (namespaced keys such as `distill.alpha`).
 """
 
@@ -14,12 +15,14 @@ from typing import Any
 import streamlit as st
 import torch
 
+from kdcore.batch_log import BatchLogTail
 from kdcore.checkpoints import load_model
 from kdcore.data import CIFAR10, DEFAULT_CIFAR10_ROOT, SYNTHETIC, ImageSet, load_split
-from kdcore.manager import RunManager, default_training_threads
+from kdcore.scheduler import RunQueue
 
 DATA_SOURCE_KEY = "app.data_source"  # the source new runs use (a string, as in RunSpec.data)
-POLL_SECONDS = 1.0  # how often live panels ask the manager for news
+POLL_SECONDS = 1.0  # how often live panels read their run's folder
+TABLE_POLL_SECONDS = 3.0  # how often tables of runs refresh while one is active
 
 
 def checkpoints_root() -> Path:
@@ -28,13 +31,21 @@ def checkpoints_root() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def _manager_for(root: str) -> RunManager:
-    return RunManager(Path(root), training_threads=default_training_threads())
+def _queue_for(root: str) -> RunQueue:
+    queue = RunQueue(Path(root))
+    queue.start_polling(every=POLL_SECONDS)
+    return queue
 
 
-def get_manager() -> RunManager:
-    """The one RunManager of this server process for the current checkpoints root."""
-    return _manager_for(str(checkpoints_root().resolve()))
+def get_queue() -> RunQueue:
+    """The run queue of this server process for the current checkpoints root."""
+    return _queue_for(str(checkpoints_root().resolve()))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def batch_tail(folder: str) -> BatchLogTail:
+    """A run's batch losses, read incrementally and shared by every tab that watches it."""
+    return BatchLogTail(Path(folder))
 
 
 def default_data_source() -> str:
@@ -60,12 +71,6 @@ def init_state(defaults: Mapping[str, Any]) -> None:
         st.session_state.setdefault(key, default)
 
 
-def keep_choice(key: str, options: list[Any]) -> None:
-    """Point `key` at the first option when its stored value is no longer among `options`."""
-    if options and st.session_state.get(key) not in options:
-        st.session_state[key] = options[0]
-
-
 @st.cache_resource(show_spinner="Loading images...", max_entries=4)
 def cached_split(source: str, split: str) -> ImageSet:
     """A decoded split, shared by every session (tensors are read-only here)."""
@@ -84,8 +89,10 @@ def cached_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 def device_summary() -> str:
-    """One line: CPU cores, training threads, GPU (or none)."""
-    cores = os.cpu_count() or 1
-    threads = default_training_threads()
+    """One line: CPU cores, runs at once and their threads, GPU (or none)."""
+    queue = get_queue()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU (runs on the CPU)"
-    return f"{cores} CPU cores ({threads} for training, the rest for this page) · {gpu}"
+    return (
+        f"{os.cpu_count() or 1} CPU cores · {queue.max_running} run(s) at once "
+        f"($KDCORE_MAX_RUNS), {queue.threads} thread(s) each · {gpu}"
+    )
