@@ -177,6 +177,29 @@ def test_start_watch_and_stop_a_run(page, server):
     screenshot(page, "3_distill_stopped")
 
 
+def test_a_run_started_from_the_cli_is_live_and_stoppable_in_the_browser(page, server, runs_root):
+    command = [sys.executable, "-m", "kdcore", "student", "--data-dir", "synthetic",
+               "--epochs", "500", "--train-subset", "1024", "--batch-size", "64",
+               "--label", "from the CLI", "--out", str(runs_root)]  # fmt: skip
+    cli = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(page, lambda: list_runs(runs_root)[0].status == "running", "no CLI run", 60)
+        open_page(page, server, "distill_student")
+        page.get_by_role("combobox", name="Run shown below").click()
+        page.get_by_role("option", name=re.compile("from the CLI")).click()
+        page.get_by_text(re.compile(r"running · epoch")).wait_for(timeout=60_000)
+        first_points, first_step = plotted_points(page), current_step(page)
+        wait_until(page, lambda: current_step(page) > first_step, "the progress did not move")
+        wait_until(page, lambda: plotted_points(page) > first_points, "the chart gained no points")
+        screenshot(page, "3_distill_cli_run")
+        page.get_by_role("button", name="Stop this run").click()
+        out, _ = cli.communicate(timeout=60)
+        page.get_by_text(re.compile(r"^stopped")).first.wait_for(timeout=30_000)
+    finally:
+        cli.kill()
+    assert '"status": "stopped"' in out.decode()
+
+
 def test_classify_an_uploaded_image_with_teacher_and_student(page, server):
     open_page(page, server, "classify_images")
     image = Image.new("RGB", (64, 48), (220, 60, 60))
