@@ -92,11 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = _command(
         commands,
         "evaluate",
-        "test accuracy, NLL and calibration of a checkpoint or run; with a teacher, the "
-        "student's agreement with it and KL(teacher || student)",
+        "test accuracy, NLL, calibration and confusion matrix of a run (its final weights, stored "
+        "in its folder as evaluation.json) or a checkpoint; with a teacher, the student's "
+        "agreement with it and KL(teacher || student)",
         run_evaluate,
     )
-    evaluate.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
+    evaluate.add_argument(
+        "checkpoint", help="a run id (its last.pt, on the run's own data) or a checkpoint path"
+    )
     evaluate.add_argument(
         "--teacher",
         help="a teacher run id or checkpoint to compare with (default: a distilled run's own)",
@@ -296,20 +299,19 @@ def run_stop(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from kdcore.checkpoints import load_model
-    from kdcore.engine import pick_device, predict_logits
-    from kdcore.metrics import student_report
+    from kdcore.engine import pick_device
+    from kdcore.evaluation import evaluate_checkpoint, evaluate_run
 
-    device = pick_device(args.device)
-    model, payload = load_model(teacher_checkpoint(args.checkpoint, args.out), device)
-    test = load_split(args.data_dir, "test")
-    logits = predict_logits(model, test, device).cpu()
-    teacher = args.teacher or (payload["meta"].get("spec") or {}).get("teacher")
-    teacher_logits = None
-    if teacher:
-        teacher_model, _ = load_model(teacher_checkpoint(teacher, args.out), device)
-        teacher_logits = predict_logits(teacher_model, test, device).cpu()
-    report = student_report(logits, test.labels, teacher_logits)
-    print(json.dumps({"arch": payload["arch"], "images": len(test), "teacher": teacher, **report}))
+    if not args.checkpoint.endswith(".pt"):  # a run id: its final weights, stored in its folder
+        report = evaluate_run(args.checkpoint, args.out, args.teacher, args.device)
+    else:
+        _, payload = load_model(args.checkpoint)
+        teacher = args.teacher or (payload["meta"].get("spec") or {}).get("teacher")
+        device = pick_device(args.device)
+        weights = Path(args.checkpoint)
+        report = evaluate_checkpoint(weights, args.data_dir, teacher, args.out, device)
+        report["teacher"] = teacher
+    print(json.dumps(report))
     return 0
 
 

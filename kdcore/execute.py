@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from kdcore.batch_log import BatchLogWriter
 from kdcore.checkpoints import CheckpointError, load_model, save_checkpoint
 from kdcore.data import ImageSet, load_split, source_fingerprint
 from kdcore.engine import Callback, Distillation, FitResult, fit, pick_device
+from kdcore.evaluation import evaluate_run
 from kdcore.models import build_model, build_teacher
 from kdcore.runs import (
     DEFAULT_ROOT,
@@ -212,8 +214,19 @@ def execute_run(
     except BaseException as error:  # KeyboardInterrupt, SystemExit
         reporter.end("interrupted", error=f"{type(error).__name__}: interrupted")
         raise
+    if result.status == "finished" and spec.role != "teacher":
+        reporter.update(phase="evaluating")
+        _evaluate(run_id, root, device)
     reporter.end(result.status, best_test_acc=result.best_test_acc, **extra)
     return result
+
+
+def _evaluate(run_id: str, root: Path, device: str) -> None:
+    """Store the finished student's evaluation; a failure there does not undo the training."""
+    try:
+        evaluate_run(run_id, root, device=device)
+    except Exception as error:
+        print(f"evaluation of {run_id} failed: {type(error).__name__}: {error}", file=sys.stderr)
 
 
 def _claim(folder: Path, run_id: str) -> RunStatus:

@@ -7,6 +7,7 @@ Every function takes logits of shape (N, C) and, where needed, labels (N,) int64
     kl_teacher_student(teacher_logits, student_logits)   # mean KL(teacher || student) at T=1, nats
     expected_calibration_error(logits, labels)    # 15 equal-width confidence bins
     nll(logits, labels)                           # mean negative log-likelihood, nats
+    confusion_matrix(logits, labels, classes)     # counts[true class][predicted class]
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def reliability(
                 }
             )
     return rows
+
+
+def confusion_matrix(logits: torch.Tensor, labels: torch.Tensor, classes: int) -> list[list[int]]:
+    """counts[t][p]: how many images of true class t were predicted as class p."""
+    pairs = labels.long() * classes + logits.argmax(1)
+    counts = torch.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+    return counts.tolist()
 
 
 def student_report(

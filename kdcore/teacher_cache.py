@@ -8,10 +8,12 @@ alpha, reads them back and runs no teacher forward pass. Raw logits are stored, 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -22,6 +24,7 @@ from kdcore.checkpoints import atomic_torch_save
 from kdcore.engine import autocast_for, prepare_model
 
 CACHE_FOLDER = "teacher_cache"
+LOCK_POLL_SECONDS = 0.2  # how often a run waiting for another's teacher outputs looks again
 
 
 def file_digest(path: str | Path, length: int = 12) -> str:
@@ -45,6 +48,13 @@ def cache_dir_for(
     data_key = f"{data_fingerprint}{held_out}-n{images}-seed{seed}"
     folder = f"{checkpoint.stem}-{file_digest(checkpoint)}-{data_key}"
     return checkpoint.parent / CACHE_FOLDER / folder
+
+
+def test_logits_file(teacher_checkpoint: str | Path, data_fingerprint: str) -> Path:
+    """Where a teacher's logits on a test split are kept, for every student evaluated against it."""
+    checkpoint = Path(teacher_checkpoint)
+    name = f"test-{checkpoint.stem}-{file_digest(checkpoint)}-{data_fingerprint}.pt"
+    return checkpoint.parent / CACHE_FOLDER / name
 
 
 def cached_epoch_files(teacher_checkpoint: str | Path) -> list[Path]:
@@ -88,11 +98,22 @@ class TeacherOutputs:
         """(N, C) float32 logits of epoch `epoch`'s views; None when stopped before the end."""
         started = time.perf_counter()
         cached = self._read(epoch)
-        if cached is not None:
-            self.epochs_from_cache += 1
-            self.seconds_reading += time.perf_counter() - started
-            self.seconds_saved += cached["seconds"]
-            return cached["logits"]
+        if cached is None and self.cache_dir is not None:
+            # one process computes an epoch; others wanting it (parallel trials) wait, then read
+            with self._computing(epoch, stop_event) as ours:
+                if not ours:
+                    return None  # stopped while another process computed it
+                cached = self._read(epoch)
+                if cached is None:
+                    return self._compute_and_store(epoch, stop_event, on_progress, started)
+        if cached is None:
+            return self._compute_and_store(epoch, stop_event, on_progress, started)
+        self.epochs_from_cache += 1
+        self.seconds_reading += time.perf_counter() - started
+        self.seconds_saved += cached["seconds"]
+        return cached["logits"]
+
+    def _compute_and_store(self, epoch, stop_event, on_progress, started) -> torch.Tensor | None:
         logits = self.compute(epoch, stop_event, on_progress)
         if logits is None:
             return None
@@ -102,6 +123,26 @@ class TeacherOutputs:
         self.epochs_computed += 1
         self.seconds_computing += seconds
         return logits
+
+    @contextlib.contextmanager
+    def _computing(self, epoch: int, stop_event: threading.Event) -> Iterator[bool]:
+        """Hold the epoch's lock file (across processes); yields False if stopped while waiting."""
+        path = self._epoch_file(epoch).with_suffix(".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if stop_event.is_set():
+                        yield False
+                        return
+                    time.sleep(LOCK_POLL_SECONDS)
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def summary(self) -> dict[str, float]:
         """Counters for the run's status: what came from the cache and the time it saved."""

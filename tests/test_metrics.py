@@ -1,4 +1,4 @@
-"""The research metrics: agreement, KL fidelity, calibration and NLL, against hand computations."""
+"""The research metrics: agreement, KL fidelity, calibration, NLL and confusion, by hand."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from kdcore.metrics import (
     accuracy,
     agreement,
+    confusion_matrix,
     expected_calibration_error,
     kl_teacher_student,
     nll,
@@ -74,3 +75,9 @@ def test_student_report_has_the_teacher_keys_only_with_a_teacher():
     both = student_report(student, labels, teacher)
     assert {"agreement", "kl_teacher_student", "teacher_ece", "teacher_acc"} <= set(both)
     assert both["nll"] == pytest.approx(torch.nn.functional.cross_entropy(student, labels).item())
+
+
+def test_confusion_matrix_counts_true_class_rows_and_predicted_columns():
+    logits = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 5.0, 0], [0, 0, 5.0], [5.0, 0, 0]])
+    labels = torch.tensor([0, 1, 0, 2, 2])
+    assert confusion_matrix(logits, labels, 3) == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]

@@ -16,6 +16,7 @@ import torch
 from kdcore.batch_log import BATCH_LOG
 from kdcore.checkpoints import load_model
 from kdcore.engine import Callback
+from kdcore.evaluation import read_evaluation
 from kdcore.execute import execute_run
 from kdcore.runs import (
     RunError,
@@ -262,6 +263,12 @@ def test_teacher_run_then_distillation_from_its_run_id(tmp_path, fast_synthetic)
     execute_run(distill_id, tmp_path, device="cpu")
     status = read_status(tmp_path / distill_id)
     assert status.state == "finished" and status.teacher_cache["epochs_computed"] == 1
+    report = read_evaluation(tmp_path / distill_id)  # stored for every finished student
+    assert report["teacher"] == teacher_id and report["images"] == 1000
+    research = {"test_acc", "agreement", "kl_teacher_student", "ece", "teacher_ece", "nll"}
+    assert research <= set(report)
+    assert sum(map(sum, report["confusion"])) == 1000 and len(report["teacher_confusion"]) == 10
+    assert read_evaluation(tmp_path / teacher_id) is None  # teachers are not students
 
 
 def test_read_metrics_skips_a_half_written_last_line(tmp_path):

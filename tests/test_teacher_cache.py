@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -108,8 +109,35 @@ def test_stop_during_the_teacher_pass_returns_none_and_stores_nothing(teacher, i
     assert outputs.epoch_logits(0, stop, on_progress) is None
     assert progress == [(16, 48)]
     cache = tmp_path / "cache"
-    assert not cache.exists() or list(cache.iterdir()) == []
+    assert list(cache.glob("epoch-*.pt")) == []  # a lock file may stay; no entry does
     assert outputs.summary()["epochs_computed"] == 0
+
+
+def test_parallel_runs_compute_an_epoch_once_and_the_others_read_it(teacher, images, tmp_path):
+    computed = []
+    outputs = [TeacherOutputs(teacher, images, seed=0, cache_dir=tmp_path) for _ in range(3)]
+    for each in outputs:
+        real = each.compute
+
+        def counting(*args, real=real, **kwargs):
+            computed.append(1)
+            time.sleep(0.3)  # long enough for the others to find the epoch being computed
+            return real(*args, **kwargs)
+
+        each.compute = counting
+    results = [None] * 3
+
+    def fetch(k):
+        results[k] = outputs[k].epoch_logits(0, threading.Event())
+
+    threads = [threading.Thread(target=fetch, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(computed) == 1
+    assert all(torch.equal(result, results[0]) for result in results)
+    assert sorted(o.epochs_computed for o in outputs) == [0, 0, 1]
 
 
 def test_without_a_cache_dir_nothing_is_written(teacher, images, tmp_path):

@@ -1,0 +1,107 @@
+"""A finished student, measured the way distillation research reports it, stored in its folder.
+
+`evaluate_run` loads a run's final weights (`last.pt`: the weights after the last epoch, never
+the test-chosen best), predicts the test split, and writes `evaluation.json`: test accuracy, NLL,
+ECE and the confusion matrix, and against a teacher (the run's own, or one named for a student
+trained alone) agreement, KL(teacher || student), the teacher's accuracy, ECE, NLL and confusion
+matrix. A teacher's test logits are kept in its cache, so a sweep predicts them once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdcore.checkpoints import CheckpointError, atomic_torch_save, load_model
+from kdcore.data import ImageSet, load_split, source_fingerprint
+from kdcore.engine import pick_device, predict_logits
+from kdcore.metrics import confusion_matrix, student_report
+from kdcore.runs import DEFAULT_ROOT, RunError, load_run, teacher_checkpoint
+from kdcore.teacher_cache import test_logits_file
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def evaluate_run(
+    run_id: str, root: Path = DEFAULT_ROOT, teacher: str | None = None, device: str = "auto"
+) -> dict[str, Any]:
+    """Measure a run's final weights on its data's test split; write and return the report.
+
+    `teacher` (a run id or checkpoint) defaults to a distilled run's own teacher.
+    """
+    record = load_run(run_id, root)
+    weights = record.checkpoint("last")
+    if not weights.is_file():
+        raise RunError(f"Run {run_id} has no weights to evaluate yet (no last.pt).")
+    teacher = teacher or record.spec.teacher
+    report = evaluate_checkpoint(weights, record.spec.data, teacher, root, pick_device(device))
+    report = {"run_id": run_id, "teacher": teacher, **report}
+    write_evaluation(record.folder, report)
+    return report
+
+
+def evaluate_checkpoint(
+    weights: Path, data: str, teacher: str | None, root: Path, device: torch.device
+) -> dict[str, Any]:
+    """The report for one checkpoint (see the module's docstring)."""
+    try:
+        model, payload = load_model(weights, device)
+    except CheckpointError as error:
+        raise RunError(str(error)) from error
+    test = load_split(data, "test")
+    with torch.inference_mode():
+        logits = predict_logits(model, test, device).cpu()
+    teacher_logits = None
+    if teacher:
+        teacher_logits = teacher_test_logits(teacher_checkpoint(teacher, root), test, data, device)
+    classes = len(test.classes)
+    report: dict[str, Any] = {
+        "arch": payload["arch"],
+        "images": len(test),
+        **student_report(logits, test.labels, teacher_logits),
+        "confusion": confusion_matrix(logits, test.labels, classes),
+    }
+    if teacher_logits is not None:
+        report["teacher_confusion"] = confusion_matrix(teacher_logits, test.labels, classes)
+    return report
+
+
+def teacher_test_logits(
+    checkpoint: Path, test: ImageSet, data: str, device: torch.device
+) -> torch.Tensor:
+    """A teacher's (N, C) logits on a test split, read from its cache or predicted and stored."""
+    path = test_logits_file(checkpoint, source_fingerprint(data))
+    try:
+        logits = torch.load(path, map_location="cpu", weights_only=True)
+        if logits.shape[0] == len(test):
+            return logits
+    except Exception:  # missing or damaged: predict again
+        pass
+    try:
+        teacher, _ = load_model(checkpoint, device)
+    except CheckpointError as error:
+        raise RunError(str(error)) from error
+    with torch.inference_mode():
+        logits = predict_logits(teacher, test, device).cpu()
+    atomic_torch_save(logits, path)
+    return logits
+
+
+def write_evaluation(folder: Path, report: dict[str, Any]) -> None:
+    path = folder / EVALUATION_FILE
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({**report, "evaluated_at": time.time()}))
+    os.replace(temporary, path)
+
+
+def read_evaluation(folder: Path) -> dict[str, Any] | None:
+    """A run's stored evaluation, or None when it has none (or an unreadable one)."""
+    try:
+        return json.loads((folder / EVALUATION_FILE).read_text())
+    except (OSError, ValueError):
+        return None
