@@ -126,6 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     _teacher_model_flags(study)
     _distillation_flags(study)
 
+    sweep = _command(
+        commands,
+        "sweep",
+        "distil students over a T x alpha x seed grid, with student-alone baselines; resumes",
+        run_sweep,
+    )
+    sweep.add_argument("--teacher", required=True, help="a teacher run id or a checkpoint path")
+    sweep.add_argument("--temperature", "-T", type=float, nargs="+", required=True)
+    sweep.add_argument("--alpha", type=float, nargs="+", required=True)
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    sweep.add_argument("--no-baseline", action="store_true", help="no student-alone runs")
+    sweep.add_argument(
+        "--parallel", type=int, help="trials at once (default: $KDCORE_MAX_RUNS, else 1 on a CPU)"
+    )
+    _training_flags(sweep, seed=False)
+
     runs = _command(commands, "runs", "list the runs in the checkpoints folder", run_list)
     _out_flag(runs)
 
@@ -191,11 +207,12 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
 
 
-def _training_flags(parser: argparse.ArgumentParser) -> None:
+def _training_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
     _data_flags(parser)
     parser.add_argument("--epochs", type=int, default=10, help="training epochs (10)")
     _out_flag(parser)
-    parser.add_argument("--seed", type=int, default=0)
+    if seed:
+        parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-subset", type=int, help="train on N images only (quick runs)")
     parser.add_argument(
         "--val-split",
@@ -353,6 +370,75 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def run_study(args: argparse.Namespace) -> int:
     return reproduce_study(args)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from kdcore import sweep
+    from kdcore.scheduler import RunQueue
+
+    training = {
+        "data": args.data_dir, "epochs": args.epochs, "train_subset": args.train_subset,
+        "val_split": args.val_split, "batch_size": args.batch_size, "lr": args.lr,
+        "optimizer": args.optimizer, "weight_decay": args.weight_decay,
+        "label_smoothing": args.label_smoothing,
+    }  # fmt: skip
+    spec = sweep.SweepSpec(
+        teacher=args.teacher,
+        temperatures=tuple(args.temperature),
+        alphas=tuple(args.alpha),
+        seeds=tuple(args.seeds),
+        baseline=not args.no_baseline,
+        training=training,
+        label=args.label,
+    )
+    sweep_id, runs = sweep.start_sweep(spec, args.out)
+    print(f"sweep {sweep_id}: {len(runs)} trials -> {sweep.sweep_dir(sweep_id, args.out)}",
+          file=sys.stderr)  # fmt: skip
+    try:
+        records = sweep.run_trials(list(runs.values()), args.out, args.parallel, _SweepProgress())
+    except KeyboardInterrupt:
+        queue = RunQueue(args.out, max_running=1)
+        for run_id in runs.values():
+            if queue.run(run_id).active:
+                queue.stop(run_id)
+        raise
+    sweep.evaluate_trials(spec, runs, args.out)
+    summary = sweep.summarise(spec, runs, args.out)
+    print_sweep_table(summary)
+    failed = {r.run_id: r.run_status.error for r in records if r.status != "finished"}
+    print(json.dumps({"sweep_id": sweep_id, "trials": runs, "failed": failed, **summary}))
+    return 1 if failed else 0
+
+
+class _SweepProgress:
+    """One line per change: trials done and what the running ones do (redrawn on a terminal)."""
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, records) -> None:
+        done = sum(not record.active for record in records)
+        running = [record.run_status.phase for record in records if record.status == "running"]
+        line = f"{done}/{len(records)} trials done; running: {', '.join(running) or '-'}"
+        if line != self.last:
+            self.last = line
+            end = "\r" if sys.stderr.isatty() else "\n"
+            print(line.ljust(78), end=end, file=sys.stderr, flush=True)
+
+
+def print_sweep_table(summary: dict) -> None:
+    def cell(row) -> str:
+        mean, std = row.get("test_acc_mean"), row.get("test_acc_std")
+        if mean is None:
+            return "-"
+        return f"{mean:.2%}" + (f" ± {std:.2%}" if std is not None else "")
+
+    if summary["baseline"]:
+        print(f"{'student alone':24s} {cell(summary['baseline']):>18s}")
+    for row in summary["cells"]:
+        gain = f"{row['gain'] * 100:+.2f}" if row["gain"] is not None else ""
+        name = f"T={row['temperature']:g} alpha={row['alpha']:g}"
+        print(f"{name:24s} {cell(row):>18s} {gain:>7s}")
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -1,0 +1,255 @@
+"""A T x alpha x seed sweep as one experiment: a folder naming ordinary runs, and their summary.
+
+`checkpoints/sweeps/<id>/sweep.json` holds the grid and the run id of every trial; each trial is
+an ordinary run folder, trained by `kdcore execute` like any other. The id is a digest of the
+grid and the training settings, so the same command finds the same sweep again and resumes it:
+finished trials are kept, the others get a fresh run. Distilled trials of one seed see the same
+views, so the teacher's outputs are computed once per seed (`kdcore.teacher_cache` lets one
+process compute an epoch while the others wait for it) and every later trial reads them.
+
+>>> spec = SweepSpec(teacher="RUN", temperatures=(1, 4), alphas=(0.5,), seeds=(0, 1))
+>>> [trial.key for trial in spec.trials()]
+['alone-s0', 'alone-s1', 'T1-a0.5-s0', 'T1-a0.5-s1', 'T4-a0.5-s0', 'T4-a0.5-s1']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdcore.evaluation import evaluate_run, read_evaluation
+from kdcore.runs import (
+    DEFAULT_ROOT,
+    RunError,
+    RunRecord,
+    RunSpec,
+    create_run,
+    load_run,
+    teacher_checkpoint,
+    validate,
+)
+
+SWEEPS_FOLDER = "sweeps"
+SWEEP_FILE = "sweep.json"
+METRICS = ("test_acc", "agreement", "kl_teacher_student", "ece")  # what a cell summarises
+TRAINING_FIELDS = (
+    "data", "epochs", "train_subset", "val_split", "batch_size", "optimizer", "lr",
+    "weight_decay", "label_smoothing",
+)  # fmt: skip
+
+
+class SweepError(RunError):
+    """A sweep that cannot start or be read; the message says why."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    key: str  # "T2-a0.5-s0", or "alone-s0" for a student-alone baseline
+    spec: RunSpec
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The grid and the training settings every trial shares."""
+
+    teacher: str
+    temperatures: tuple[float, ...]
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...] = (0,)
+    baseline: bool = True
+    training: dict[str, Any] = field(default_factory=dict)  # RunSpec fields in TRAINING_FIELDS
+    label: str = ""
+
+    def trials(self) -> list[Trial]:
+        """The baselines first (one per seed), then every T x alpha x seed."""
+        trials = []
+        if self.baseline:
+            for seed in self.seeds:
+                spec = self._run_spec(
+                    role="student", seed=seed, label=f"{self.label} alone s{seed}"
+                )
+                trials.append(Trial(f"alone-s{seed}", spec))
+        for temperature in self.temperatures:
+            for alpha in self.alphas:
+                for seed in self.seeds:
+                    key = f"T{temperature:g}-a{alpha:g}-s{seed}"
+                    spec = self._run_spec(
+                        role="distill",
+                        teacher=self.teacher,
+                        temperature=temperature,
+                        alpha=alpha,
+                        seed=seed,
+                        label=f"{self.label} {key}".strip(),
+                    )
+                    trials.append(Trial(key, spec))
+        return trials
+
+    def _run_spec(self, **fields: Any) -> RunSpec:
+        return RunSpec(**{**self.training, **fields})
+
+    @property
+    def sweep_id(self) -> str:
+        """The same grid and settings give the same id: rerunning the command resumes."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True)
+        return "sweep-" + hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SweepSpec:
+        return cls(
+            teacher=values["teacher"],
+            temperatures=tuple(values["temperatures"]),
+            alphas=tuple(values["alphas"]),
+            seeds=tuple(values["seeds"]),
+            baseline=values["baseline"],
+            training=dict(values["training"]),
+            label=values.get("label", ""),
+        )
+
+
+def validate_sweep(spec: SweepSpec, root: Path = DEFAULT_ROOT) -> None:
+    """Refuse an impossible sweep before anything is created (every trial is checked)."""
+    if not spec.temperatures or not spec.alphas or not spec.seeds:
+        raise SweepError("The grid is empty: give at least one T, one alpha and one seed.")
+    unknown = set(spec.training) - set(TRAINING_FIELDS)
+    if unknown:
+        raise SweepError(f"Unknown training settings: {', '.join(sorted(unknown))}.")
+    try:
+        teacher_checkpoint(spec.teacher, root)
+    except RunError as error:
+        raise SweepError(str(error)) from error
+    for trial in spec.trials():
+        try:
+            validate(trial.spec, root)
+        except RunError as error:
+            raise SweepError(f"Trial {trial.key}: {error}") from error
+
+
+def sweep_dir(sweep_id: str, root: Path = DEFAULT_ROOT) -> Path:
+    return root / SWEEPS_FOLDER / sweep_id
+
+
+def start_sweep(spec: SweepSpec, root: Path = DEFAULT_ROOT) -> tuple[str, dict[str, str]]:
+    """Create (or resume) the sweep: a queued run for every trial not finished or under way.
+
+    Returns the sweep id and {trial key: run id}.
+    """
+    validate_sweep(spec, root)
+    folder = sweep_dir(spec.sweep_id, root)
+    runs = read_sweep(folder)["trials"] if (folder / SWEEP_FILE).exists() else {}
+    for trial in spec.trials():
+        run_id = runs.get(trial.key)
+        if run_id is None or not _keeps(run_id, root):
+            runs[trial.key] = create_run(trial.spec, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_sweep(folder, {"id": spec.sweep_id, "spec": spec.to_dict(), "trials": runs})
+    return spec.sweep_id, runs
+
+
+def _keeps(run_id: str, root: Path) -> bool:
+    """A trial's run is kept when it finished or is still queued or training."""
+    try:
+        record = load_run(run_id, root)
+    except RunError:
+        return False
+    return record.status == "finished" or record.active
+
+
+def read_sweep(folder: Path) -> dict[str, Any]:
+    """A sweep's sweep.json; SweepError with the reason when it is missing or corrupt."""
+    path = folder / SWEEP_FILE
+    try:
+        values = json.loads(path.read_text())
+        SweepSpec.from_dict(values["spec"])
+        if not isinstance(values["trials"], dict):
+            raise TypeError("trials is not an object")
+    except FileNotFoundError:
+        raise SweepError(f"No sweep at {folder} (no {SWEEP_FILE}).") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SweepError(f"{path} is corrupt ({type(error).__name__}: {error}).") from error
+    return values
+
+
+def _write_sweep(folder: Path, values: dict[str, Any]) -> None:
+    path = folder / SWEEP_FILE
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({**values, "updated_at": time.time()}, indent=1))
+    os.replace(temporary, path)
+
+
+def run_trials(
+    run_ids: Sequence[str],
+    root: Path = DEFAULT_ROOT,
+    max_running: int | None = None,
+    on_progress: Callable[[list[RunRecord]], None] = lambda records: None,
+    poll_seconds: float = 1.0,
+) -> list[RunRecord]:
+    """Train queued trials to the end on this machine's run queue; returns their records.
+
+    The one place a sweep's trials are executed: another executor (a cluster) replaces this.
+    """
+    from kdcore.scheduler import RunQueue
+
+    queue = RunQueue(root, max_running=max_running)
+    while True:
+        queue.tick()
+        records = [load_run(run_id, root) for run_id in run_ids]
+        on_progress(records)
+        if not any(record.active for record in records):
+            return records
+        time.sleep(poll_seconds)
+
+
+def evaluate_trials(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) -> None:
+    """Every finished trial gets an evaluation against the sweep's teacher (baselines too)."""
+    for run_id in runs.values():
+        record = load_run(run_id, root)
+        if record.status != "finished":
+            continue
+        report = read_evaluation(record.folder)
+        if report is None or report.get("teacher") != spec.teacher:
+            evaluate_run(run_id, root, teacher=spec.teacher)
+
+
+def summarise(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) -> dict[str, Any]:
+    """Per cell (T, alpha) and for the baseline: mean and std over seeds of each metric, the
+    gain in accuracy over the baseline, and how many of the cell's trials have finished."""
+    reports: dict[str, dict[str, Any]] = {}
+    for key, run_id in runs.items():
+        try:
+            folder = load_run(run_id, root).folder
+        except RunError:
+            continue
+        report = read_evaluation(folder)
+        if report is not None:
+            reports[key] = report
+    baseline = _cell([reports.get(f"alone-s{seed}") for seed in spec.seeds])
+    cells = []
+    for temperature in spec.temperatures:
+        for alpha in spec.alphas:
+            keys = [f"T{temperature:g}-a{alpha:g}-s{seed}" for seed in spec.seeds]
+            cell = _cell([reports.get(key) for key in keys])
+            mean, reference = cell.get("test_acc_mean"), baseline.get("test_acc_mean")
+            gain = mean - reference if mean is not None and reference is not None else None
+            cells.append({"temperature": temperature, "alpha": alpha, **cell, "gain": gain})
+    return {"baseline": baseline if spec.baseline else None, "cells": cells}
+
+
+def _cell(reports: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    done = [report for report in reports if report is not None]
+    cell: dict[str, Any] = {"done": len(done), "of": len(reports)}
+    for metric in METRICS:
+        values = [report[metric] for report in done if metric in report]
+        cell[f"{metric}_mean"] = statistics.fmean(values) if values else None
+        cell[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else None
+    return cell
