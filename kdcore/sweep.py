@@ -198,9 +198,11 @@ def run_trials(
 
     The one place a sweep's trials are executed: another executor (a cluster) replaces this.
     """
-    from kdcore.scheduler import RunQueue
+    from kdcore.scheduler import RunQueue, default_max_running
 
-    queue = RunQueue(root, max_running=max_running)
+    max_running = max_running or default_max_running()
+    threads = max(1, (os.cpu_count() or 1) // max_running)  # no dashboard here to leave a core
+    queue = RunQueue(root, max_running=max_running, threads=threads)
     while True:
         queue.tick()
         records = [load_run(run_id, root) for run_id in run_ids]
