@@ -136,6 +136,7 @@ navigation = st.navigation(
         st.Page(home, title="Home", icon=":material/home:", default=True),
         st.Page("pages/train_teacher.py", title="Train a teacher", icon=":material/school:"),
         st.Page("pages/distill_student.py", title="Distil a student", icon=":material/science:"),
+        st.Page("pages/sweeps.py", title="Sweep T and alpha", icon=":material/grid_on:"),
         st.Page("pages/compare_runs.py", title="Compare runs", icon=":material/monitoring:"),
         st.Page(
             "pages/softened_outputs.py", title="Softened outputs", icon=":material/thermostat:"

@@ -253,6 +253,95 @@ def topk_bars(
     return _tidy(fig)
 
 
+SWEEP_METRICS = {  # metric -> (label, in percent, higher is better)
+    "test_acc": ("test accuracy (%)", True, True),
+    "agreement": ("agreement with the teacher (%)", True, True),
+    "kl_teacher_student": ("KL(teacher || student), nats", False, False),
+    "ece": ("expected calibration error", False, False),
+}
+
+
+def sweep_heatmap(summary: Mapping[str, Any], metric: str = "test_acc") -> go.Figure:
+    """T (rows) x alpha (columns); each cell says mean ± std over seeds and how many are done.
+
+    For accuracy the colour is the gain over the student alone (red below, blue above); for the
+    other metrics it is the metric itself, the better end blue. Each cell also carries a
+    transparent marker with its (T, alpha) as customdata, so a click on it can be selected.
+    """
+    label, percent, higher_better = SWEEP_METRICS[metric]
+    scale = 100.0 if percent else 1.0
+    cells = summary["cells"]
+    temperatures = sorted({cell["temperature"] for cell in cells})
+    alphas = sorted({cell["alpha"] for cell in cells})
+    at = {(cell["temperature"], cell["alpha"]): cell for cell in cells}
+    z, text = [], []
+    for temperature in temperatures:
+        z_row, text_row = [], []
+        for alpha in alphas:
+            cell = at.get((temperature, alpha), {})
+            mean, std = cell.get(f"{metric}_mean"), cell.get(f"{metric}_std")
+            colour = cell.get("gain") if metric == "test_acc" else mean
+            z_row.append(None if colour is None else colour * scale)
+            text_row.append(_cell_text(mean, std, scale, cell))
+        z.append(z_row)
+        text.append(text_row)
+    x = [f"α={alpha:g}" for alpha in alphas]
+    y = [f"T={temperature:g}" for temperature in temperatures]
+    diverging = metric == "test_acc"
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=x,
+            y=y,
+            text=text,
+            texttemplate="%{text}",
+            hoverinfo="skip",  # the markers above carry the hover text, and take the clicks
+            colorscale="RdBu" if diverging else ("Blues" if higher_better else "Blues_r"),
+            zmid=0.0 if diverging else None,
+            colorbar={"title": "gain over alone (points)" if diverging else label},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[label_x for label_x in x for _ in y],
+            y=[label_y for _ in x for label_y in y],
+            customdata=[[t, a] for a in alphas for t in temperatures],
+            hovertext=[
+                f"T={t:g}, α={a:g}: " + text[ti][ai].replace("<br>", ", ")
+                for ai, a in enumerate(alphas)
+                for ti, t in enumerate(temperatures)
+            ],
+            hoverinfo="text",
+            mode="markers",
+            marker={"size": 40, "opacity": 0.01, "symbol": "square"},
+            showlegend=False,
+        )
+    )
+    baseline = summary.get("baseline") or {}
+    reference = baseline.get(f"{metric}_mean")
+    title = label
+    if reference is not None:
+        spread = baseline.get(f"{metric}_std")
+        title += f" · student alone {_number(reference, scale)}" + (
+            f" ± {_number(spread, scale)}" if spread is not None else ""
+        )
+    fig.update_layout(title=title, xaxis_title="alpha", yaxis_title="temperature")
+    return _tidy(fig)
+
+
+def _cell_text(mean: float | None, std: float | None, scale: float, cell: Mapping) -> str:
+    if mean is None:
+        return f"{cell.get('done', 0)}/{cell.get('of', 0)} done" if cell else ""
+    text = _number(mean, scale) + (f" ± {_number(std, scale)}" if std is not None else "")
+    if cell.get("done", 0) < cell.get("of", 0):
+        text += f"<br>{cell['done']}/{cell['of']} done"
+    return text
+
+
+def _number(value: float, scale: float) -> str:
+    return f"{value * scale:.2f}" if scale != 1.0 else f"{value:.3f}"
+
+
 def _floats(values: Any) -> list[float]:
     """A list of floats from a list, tuple or tensor."""
     return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]

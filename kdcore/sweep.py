@@ -146,13 +146,16 @@ def start_sweep(spec: SweepSpec, root: Path = DEFAULT_ROOT) -> tuple[str, dict[s
     """
     validate_sweep(spec, root)
     folder = sweep_dir(spec.sweep_id, root)
-    runs = read_sweep(folder)["trials"] if (folder / SWEEP_FILE).exists() else {}
+    previous = read_sweep(folder) if (folder / SWEEP_FILE).exists() else {}
+    runs = previous.get("trials", {})
     for trial in spec.trials():
         run_id = runs.get(trial.key)
         if run_id is None or not _keeps(run_id, root):
             runs[trial.key] = create_run(trial.spec, root)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_sweep(folder, {"id": spec.sweep_id, "spec": spec.to_dict(), "trials": runs})
+    created_at = previous.get("created_at", time.time())
+    values = {"id": spec.sweep_id, "created_at": created_at, "spec": spec.to_dict(), "trials": runs}
+    _write_sweep(folder, values)
     return spec.sweep_id, runs
 
 
@@ -178,6 +181,18 @@ def read_sweep(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SweepError(f"{path} is corrupt ({type(error).__name__}: {error}).") from error
     return values
+
+
+def list_sweeps(root: Path = DEFAULT_ROOT) -> list[dict[str, Any]]:
+    """Every readable sweep under `root`, newest first (unreadable ones are left out)."""
+    sweeps = []
+    folder = root / SWEEPS_FOLDER
+    for path in folder.iterdir() if folder.is_dir() else ():
+        try:
+            sweeps.append(read_sweep(path))
+        except SweepError:
+            continue
+    return sorted(sweeps, key=lambda values: values.get("created_at", 0.0), reverse=True)
 
 
 def _write_sweep(folder: Path, values: dict[str, Any]) -> None:

@@ -281,3 +281,27 @@ def test_page_choices_survive_a_visit_to_another_page(trained):
     at.switch_page("pages/compare_runs.py").run()
     assert at.slider(key="compare.smoothing").value == 0.6
     assert not at.exception and not at.warning
+
+
+def test_a_sweep_started_from_its_page_fills_its_heatmap_and_table(trained_root, tmp_path,
+                                                                   monkeypatch):  # fmt: skip
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)
+    at = open_page("sweeps")
+    at.multiselect(key="sweep.temperatures").set_value([1.0, 4.0])
+    at.multiselect(key="sweep.alphas").set_value([0.5])
+    at.number_input(key="sweep.epochs").set_value(1)
+    at.number_input(key="sweep.subset").set_value(1024)
+    at.button[0].click().run()  # the form's Start button
+    assert at.success and "3 runs queued" in at.success[0].value
+    poll_until(at, lambda at: any(t.startswith("3/3 runs finished") for t in progress_texts(at)),
+               timeout=180)  # fmt: skip
+    table = at.dataframe[0].value
+    assert table["setting"].tolist() == ["student alone", "T=1 α=0.5", "T=4 α=0.5"]
+    assert table["done"].tolist() == ["1/1"] * 3 and table["gain (points)"].notna().sum() == 2
+    heatmap = at.get("plotly_chart")[0]
+    assert "student alone" in heatmap.proto.spec
+    at.selectbox(key="sweep.cell").set_value((4.0, 0.5)).run()
+    assert not at.exception
+    at.segmented_control(key="sweep.metric").set_value("ece").run()
+    assert not at.exception and at.get("download_button")

@@ -37,6 +37,7 @@ PAGES = {  # url path -> a text the page shows when it is drawn
     "": "Knowledge distillation on CIFAR-10",
     "train_teacher": "Train a teacher",
     "distill_student": "Distil a student",
+    "sweeps": "Sweep T and alpha",
     "compare_runs": "Compare runs",
     "softened_outputs": "Softened outputs",
     "classify_images": "Classify images",
@@ -212,6 +213,23 @@ def test_classify_an_uploaded_image_with_teacher_and_student(page, server):
     wait_until(page, lambda: {"teacher", "student"} <= set(chart_titles(page)),
                "no top-k charts for both models")  # fmt: skip
     screenshot(page, "6_classify")
+
+
+def test_a_sweep_fills_its_heatmap_and_a_click_on_a_cell_opens_its_runs(page, server):
+    open_page(page, server, "sweeps")
+    page.get_by_role("spinbutton", name="Epochs").fill("1")
+    page.get_by_role("spinbutton", name="Training images (0 = all)").fill("1024")
+    page.get_by_role("button", name="Start the sweep").click()
+    page.get_by_text(re.compile(r"runs queued")).wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"^(\d+)/\1 runs finished")).wait_for(timeout=240_000)
+    cell = page.get_by_role("combobox", name="Cell (or click one in the heatmap)")
+    assert "T=1, α=0.1" in cell.input_value()
+    heatmap = page.locator(".js-plotly-plot").first
+    markers = heatmap.locator(".scatterlayer .point")  # one transparent marker on each cell
+    markers.nth(markers.count() - 1).click(force=True)  # the last cell: the highest T and alpha
+    wait_until(page, lambda: "T=8, α=0.9" in cell.input_value(), "the click chose no cell")
+    assert "this cell's runs and the baseline" in chart_titles(page)
+    screenshot(page, "7_sweep")
 
 
 @pytest.mark.parametrize("path", ["train_teacher", "compare_runs", "softened_outputs"])

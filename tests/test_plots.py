@@ -13,6 +13,7 @@ from kdcore.plots import (
     learning_curves,
     live_run_figure,
     softened_bars,
+    sweep_heatmap,
     temperature_curves,
     topk_bars,
 )
@@ -151,3 +152,24 @@ def test_topk_bars_horizontal_best_first():
     assert list(fig.data[0].y) == ["cat", "dog", "ship"]
     assert fig.layout.yaxis.autorange == "reversed"
     assert topk_bars([], "empty").to_json()  # renders with no rows
+
+
+def test_sweep_heatmap_colours_accuracy_by_gain_and_marks_each_cell_for_clicks():
+    summary = {
+        "baseline": {"test_acc_mean": 0.70, "test_acc_std": 0.01, "ece_mean": 0.05},
+        "cells": [
+            {"temperature": 1.0, "alpha": 0.5, "done": 2, "of": 2, "test_acc_mean": 0.72,
+             "test_acc_std": 0.02, "gain": 0.02, "ece_mean": 0.04, "ece_std": None},
+            {"temperature": 4.0, "alpha": 0.5, "done": 1, "of": 2, "test_acc_mean": 0.69,
+             "test_acc_std": None, "gain": -0.01, "ece_mean": 0.09, "ece_std": None},
+        ],
+    }  # fmt: skip
+    fig = sweep_heatmap(summary)
+    heatmap, markers = fig.data
+    assert [list(row) for row in heatmap.z] == [[pytest.approx(2.0)], [pytest.approx(-1.0)]]
+    assert heatmap.zmid == 0.0 and list(heatmap.y) == ["T=1", "T=4"]
+    assert heatmap.text[0][0] == "72.00 ± 2.00" and heatmap.text[1][0] == "69.00<br>1/2 done"
+    assert [list(point) for point in markers.customdata] == [[1.0, 0.5], [4.0, 0.5]]
+    assert "student alone 70.00 ± 1.00" in fig.layout.title.text
+    ece = sweep_heatmap(summary, "ece").data[0]
+    assert [list(row) for row in ece.z] == [[0.04], [0.09]] and ece.zmid is None
