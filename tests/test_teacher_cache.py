@@ -211,7 +211,7 @@ def test_distillation_with_another_seed_does_not_reuse_the_cache(
     status, _ = distill(root, teacher_file, monkeypatch, epochs=1, seed=1)
     assert status.teacher_cache["epochs_computed"] == 1
     assert status.teacher_cache["epochs_from_cache"] == 0
-    assert len(list((teacher_file.parent / CACHE_FOLDER).iterdir())) == 2
+    assert len([p for p in (teacher_file.parent / CACHE_FOLDER).iterdir() if p.is_dir()]) == 2
 
 
 def test_distillation_with_a_validation_split_keeps_its_own_cache(
@@ -221,5 +221,5 @@ def test_distillation_with_a_validation_split_keeps_its_own_cache(
     distill(root, teacher_file, monkeypatch, epochs=1, train_subset=None)
     status, _ = distill(root, teacher_file, monkeypatch, epochs=1, train_subset=None, val_split=10)
     assert status.teacher_cache["epochs_computed"] == 1
-    folders = sorted(p.name for p in (teacher_file.parent / CACHE_FOLDER).iterdir())
+    folders = sorted(p.name for p in (teacher_file.parent / CACHE_FOLDER).iterdir() if p.is_dir())
     assert len(folders) == 2 and sum("-val10-" in name for name in folders) == 1
