@@ -2,9 +2,10 @@
 
 `evaluate_run` loads a run's final weights (`last.pt`: the weights after the last epoch, never
 the test-chosen best), predicts the test split, and writes `evaluation.json`: test accuracy, NLL,
-ECE and the confusion matrix, and against a teacher (the run's own, or one named for a student
-trained alone) agreement, KL(teacher || student), the teacher's accuracy, ECE, NLL and confusion
-matrix. A teacher's test logits are kept in its cache, so a sweep predicts them once.
+ECE, the reliability diagram's bins and the confusion matrix; and against a teacher (the run's
+own, or one named for a student trained alone) agreement, KL(teacher || student), and the
+teacher's accuracy, ECE, NLL, reliability bins and confusion matrix. A teacher's test logits are
+kept in its cache, so a sweep predicts them once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from kdcore.checkpoints import CheckpointError, atomic_torch_save, load_model
 from kdcore.data import ImageSet, load_split, source_fingerprint
 from kdcore.engine import pick_device, predict_logits
-from kdcore.metrics import confusion_matrix, student_report
+from kdcore.metrics import confusion_matrix, reliability, student_report
 from kdcore.runs import DEFAULT_ROOT, RunError, load_run, teacher_checkpoint
 from kdcore.teacher_cache import test_logits_file
 
@@ -63,11 +64,14 @@ def evaluate_checkpoint(
     report: dict[str, Any] = {
         "arch": payload["arch"],
         "images": len(test),
+        "classes": list(test.classes),
         **student_report(logits, test.labels, teacher_logits),
         "confusion": confusion_matrix(logits, test.labels, classes),
+        "reliability": reliability(logits, test.labels),
     }
     if teacher_logits is not None:
         report["teacher_confusion"] = confusion_matrix(teacher_logits, test.labels, classes)
+        report["teacher_reliability"] = reliability(teacher_logits, test.labels)
     return report
 
 

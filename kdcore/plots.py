@@ -342,6 +342,56 @@ def _number(value: float, scale: float) -> str:
     return f"{value * scale:.2f}" if scale != 1.0 else f"{value:.3f}"
 
 
+def reliability_diagram(models: Mapping[str, Sequence[Row]]) -> go.Figure:
+    """Accuracy against confidence per bin (from metrics.reliability), one line per model, over
+    the diagonal a perfectly calibrated model would follow."""
+    fig = go.Figure(
+        go.Scatter(
+            x=[0, 100],
+            y=[0, 100],
+            mode="lines",
+            name="calibrated",
+            line={"color": "#999", "dash": "dot"},
+        )  # fmt: skip
+    )
+    for index, (name, rows) in enumerate(models.items()):
+        fig.add_trace(
+            go.Scatter(
+                x=[row["confidence"] * 100 for row in rows],
+                y=[row["accuracy"] * 100 for row in rows],
+                text=[f"{row['count']} images" for row in rows],
+                mode="lines+markers",
+                name=name,
+                line={"color": (TEACHER_COLOR, STUDENT_COLOR, *RUN_COLORS)[index % 9]},
+            )
+        )
+    fig.update_layout(title="reliability: accuracy against confidence")
+    fig.update_xaxes(title="mean confidence in the bin (%)", range=[0, 100])
+    fig.update_yaxes(title="accuracy in the bin (%)", range=[0, 100])
+    return _tidy(fig)
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str):
+    """Rows: the true class; columns: the predicted one; each row as a share of its images."""
+    shares = [[count / max(1, sum(row)) * 100 for count in row] for row in matrix]
+    fig = go.Figure(
+        go.Heatmap(
+            z=shares,
+            x=list(classes),
+            y=list(classes),
+            text=[[str(count) for count in row] for row in matrix],
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            zmax=100,
+            colorbar={"title": "% of the class"},
+        )
+    )
+    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true")
+    fig.update_yaxes(autorange="reversed")
+    return _tidy(fig)
+
+
 def _floats(values: Any) -> list[float]:
     """A list of floats from a list, tuple or tensor."""
     return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]

@@ -9,7 +9,8 @@ from typing import Any
 
 import streamlit as st
 
-from kdcore.plots import learning_curves
+from kdcore.evaluation import read_evaluation
+from kdcore.plots import confusion_heatmap, learning_curves, reliability_diagram
 from kdcore.runs import RunRecord
 from kdcore.study import comparison_rows
 from ui.context import get_queue, init_state
@@ -23,6 +24,7 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
     spec, last = record.spec, (record.metrics[-1] if record.metrics else {})
     distilled = spec.role == "distill"
     cache = record.run_status.teacher_cache or {}
+    report = read_evaluation(record.folder) or {}
     return {
         "what": run_title(record),
         "role": spec.role,
@@ -30,6 +32,10 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "best test acc (%)": percent(record.best_test_acc),
         "final test acc (%)": percent(record.final_test_acc),
         "final val acc (%)": percent(last.get("val_acc")),
+        "agreement (%)": percent(report.get("agreement")),
+        "KL(teacher || student)": _rounded(report.get("kl_teacher_student")),
+        "ECE": _rounded(report.get("ece")),
+        "NLL": _rounded(report.get("nll")),
         "epochs": f"{len(record.metrics)}/{spec.epochs}",
         "time (s)": round(last["elapsed_s"], 1) if "elapsed_s" in last else None,
         "T": spec.temperature if distilled else None,
@@ -61,6 +67,42 @@ def study_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         }
         for row in comparison_rows(records)
     ]
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 4) if value is not None else None
+
+
+def calibration_ui(records: Sequence[RunRecord]) -> None:
+    """A student's reliability diagram and confusion matrix beside its teacher's."""
+    evaluated = {r.run_id: r for r in records if read_evaluation(r.folder)}
+    st.subheader("Calibration and confusion")
+    if not evaluated:
+        st.caption("Students get these when they finish (or with `python -m kdcore evaluate`).")
+        return
+    run_id = run_picker("Student", list(evaluated.values()), key="compare.evaluated")
+    report = read_evaluation(evaluated[run_id].folder) or {}
+    models = {"student": report.get("reliability", [])}
+    if report.get("teacher_reliability"):
+        models = {"teacher": report["teacher_reliability"], **models}
+    st.caption(
+        f"Final weights on {report.get('images', '?')} test images · ECE {report.get('ece', 0):.3f}"
+        + (f" (teacher {report['teacher_ece']:.3f})" if "teacher_ece" in report else "")
+    )
+    st.plotly_chart(reliability_diagram(models), key="compare.reliability", width="stretch")
+    classes = report.get("classes") or [str(k) for k in range(len(report.get("confusion", [])))]
+    left, right = st.columns(2)
+    if report.get("teacher_confusion"):
+        left.plotly_chart(
+            confusion_heatmap(report["teacher_confusion"], classes, "teacher"),
+            key="compare.teacher_confusion",
+            width="stretch",
+        )
+    right.plotly_chart(
+        confusion_heatmap(report.get("confusion", []), classes, "student"),
+        key="compare.student_confusion",
+        width="stretch",
+    )
 
 
 def downloads_ui(records: Sequence[RunRecord]) -> None:
@@ -145,4 +187,5 @@ st.caption(
     "full CIFAR-10 and ResNet101 teachers."
 )
 st.dataframe(study_table(queue.runs()), hide_index=True)
+calibration_ui([r for r in records if r.spec.role != "teacher"])
 downloads_ui(records)

@@ -170,6 +170,10 @@ def test_compare_page_table_study_rows_and_downloads(trained):
     assert len(table) == 3 and table["best test acc (%)"].notna().all()
     distilled = table[table["role"] == "distill"].iloc[0]
     assert distilled["T"] == 4.0 and distilled["alpha"] == 0.5
+    assert distilled["agreement (%)"] >= 0 and distilled["ECE"] >= 0  # from its evaluation.json
+    charts = {chart.proto.id: chart.proto.spec for chart in at.get("plotly_chart")}
+    titles = " ".join(charts.values())
+    assert "reliability" in titles and '"text":"teacher"' in titles and '"text":"student"' in titles
     study = at.dataframe[1].value
     assert len(study) == 5
     filled = study[study["our run"] != "–"]["setting"].tolist()

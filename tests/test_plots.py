@@ -9,9 +9,11 @@ from kdcore.plots import (
     MAX_BATCH_POINTS,
     STUDENT_COLOR,
     TEACHER_COLOR,
+    confusion_heatmap,
     ema,
     learning_curves,
     live_run_figure,
+    reliability_diagram,
     softened_bars,
     sweep_heatmap,
     temperature_curves,
@@ -173,3 +175,19 @@ def test_sweep_heatmap_colours_accuracy_by_gain_and_marks_each_cell_for_clicks()
     assert "student alone 70.00 ± 1.00" in fig.layout.title.text
     ece = sweep_heatmap(summary, "ece").data[0]
     assert [list(row) for row in ece.z] == [[0.04], [0.09]] and ece.zmid is None
+
+
+def test_confusion_heatmap_shows_counts_coloured_by_share_of_the_true_class():
+    fig = confusion_heatmap([[3, 1], [0, 2]], ["cat", "dog"], "student")
+    cells = fig.data[0]
+    assert [list(row) for row in cells.z] == [[75.0, 25.0], [0.0, 100.0]]
+    assert [list(row) for row in cells.text] == [["3", "1"], ["0", "2"]]
+    assert list(cells.x) == ["cat", "dog"] and fig.layout.title.text == "student"
+
+
+def test_reliability_diagram_draws_each_model_over_the_diagonal():
+    rows = [{"confidence": 0.5, "accuracy": 0.4, "count": 3},
+            {"confidence": 0.9, "accuracy": 0.95, "count": 7}]  # fmt: skip
+    fig = reliability_diagram({"teacher": rows, "student": rows[:1]})
+    assert [trace.name for trace in fig.data] == ["calibrated", "teacher", "student"]
+    assert list(fig.data[1].x) == [50.0, 90.0] and list(fig.data[1].y) == [40.0, 95.0]
