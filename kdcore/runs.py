@@ -214,18 +214,25 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_metrics(folder: Path) -> list[dict[str, float]]:
-    """The epoch rows written so far; a half-written last line is skipped."""
+    """The epoch rows written so far. A line that is not a whole row (half written, damaged, or
+    without a numeric epoch and test accuracy) is skipped."""
     rows = []
     try:
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        lines = (folder / "metrics.jsonl").read_bytes().decode("utf-8", "replace").splitlines()
     except OSError:
         return rows
     for line in lines:
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except ValueError:
             continue
+        if isinstance(row, dict) and all(_is_number(row.get(k)) for k in ("epoch", "test_acc")):
+            rows.append(row)
     return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # --- listing runs -------------------------------------------------------------------------------
@@ -241,6 +248,7 @@ class RunRecord:
     run_status: RunStatus  # as observed: "running" only while its process lives
     created_at: float
     metrics: tuple[dict[str, float], ...]
+    readable: bool = True  # False: its config.json is damaged; shown, never trained or loaded
 
     @property
     def status(self) -> str:
@@ -270,23 +278,55 @@ class RunRecord:
 
 
 def load_run(run_id: str, root: Path = DEFAULT_ROOT) -> RunRecord:
-    """A run by id. A status.json that cannot be read shows as a failed run that says why."""
+    """A run by id, always: a folder whose config cannot be read comes back as an unreadable run
+    (status failed, the file and the reason as its error), a status.json that cannot be read as a
+    failed run that says why."""
     folder = run_dir(run_id, root)
-    config = read_json(folder / "config.json")
-    if not config:
+    if not (folder / "config.json").is_file():
         raise RunError(f"No run {run_id!r} in {root}.")
+    try:
+        spec, created_at = _read_config(folder / "config.json")
+    except (OSError, ValueError, TypeError) as error:
+        return _unreadable(run_id, folder, f"config.json: {error}")
     try:
         status = read_status(folder).observed()
     except StatusError as error:
         status = RunStatus(state="failed", phase="failed", error=str(error))
-    return RunRecord(
-        run_id,
-        folder,
-        RunSpec.from_dict(config),
-        status,
-        config.get("created_at", 0.0),
-        tuple(read_metrics(folder)),
-    )
+    return RunRecord(run_id, folder, spec, status, created_at, tuple(read_metrics(folder)))
+
+
+def _read_config(path: Path) -> tuple[RunSpec, float]:
+    try:
+        config = json.loads(path.read_bytes())
+    except ValueError:
+        raise ValueError("not valid JSON (damaged or half written)") from None
+    if not isinstance(config, dict):
+        raise ValueError("not a JSON object")
+    spec = RunSpec.from_dict(config)
+    if spec.role not in ROLES:
+        raise ValueError(f"unknown role {spec.role!r}")
+    for name, kinds in FIELD_TYPES.items():
+        value = getattr(spec, name)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise ValueError(f"{name} is {value!r}, not a {kinds[0].__name__}")
+    created_at = config.get("created_at", 0.0)
+    if not _is_number(created_at):
+        raise ValueError(f"created_at is {created_at!r}, not a time")
+    return spec, float(created_at)
+
+
+FIELD_TYPES = {  # what a config's fields must hold for the run to be shown and used
+    "data": (str,), "arch": (str,), "stem": (str,), "teacher": (str,), "label": (str,),
+    "epochs": (int,), "seed": (int,), "batch_size": (int,), "train_subset": (int,),
+    "val_split": (int,), "temperature": (float, int), "alpha": (float, int),
+    "lr": (float, int),
+}  # fmt: skip
+
+
+def _unreadable(run_id: str, folder: Path, why: str) -> RunRecord:
+    status = RunStatus(state="failed", phase="unreadable", error=f"unreadable: {why}")
+    spec = RunSpec(role="student", label="unreadable")
+    return RunRecord(run_id, folder, spec, status, folder.stat().st_mtime, (), readable=False)
 
 
 def list_runs(root: Path = DEFAULT_ROOT) -> list[RunRecord]:
@@ -298,6 +338,8 @@ def list_runs(root: Path = DEFAULT_ROOT) -> list[RunRecord]:
         if folder.is_dir() and (folder / "config.json").is_file():
             try:
                 records.append(load_run(folder.name, root))
-            except (RunError, TypeError):
+            except RunError:  # not a run id, or the folder went away meanwhile
                 continue
+            except (OSError, ValueError, TypeError) as error:  # shown, never hidden
+                records.append(_unreadable(folder.name, folder, f"{type(error).__name__}: {error}"))
     return sorted(records, key=lambda record: record.created_at, reverse=True)

@@ -309,3 +309,19 @@ def test_a_sweep_started_from_its_page_fills_its_heatmap_and_table(trained_root,
     assert not at.exception
     at.segmented_control(key="sweep.metric").set_value("ece").run()
     assert not at.exception and at.get("download_button")
+
+
+def test_every_page_draws_beside_a_damaged_run_folder(trained_root, tmp_path, monkeypatch):
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)
+    student = next(root.glob("*student*"))
+    (student / "metrics.jsonl").write_bytes(b"\xff\xfe not json\n")
+    broken = shutil.copytree(student, root / "20990101-000000-student-smallcnn-dead")
+    (broken / "config.json").write_text('{"role": 5}')
+    at = open_page()
+    runs = at.dataframe[0].value
+    assert len(runs) == 4 and runs["status"].tolist().count("failed") == 1
+    for page in ("train_teacher", "distill_student", "sweeps", "compare_runs",
+                 "softened_outputs", "classify_images"):  # fmt: skip
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])

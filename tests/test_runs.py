@@ -15,6 +15,7 @@ import torch
 
 from kdcore.batch_log import BATCH_LOG
 from kdcore.checkpoints import load_model
+from kdcore.cli import main
 from kdcore.engine import Callback
 from kdcore.evaluation import read_evaluation
 from kdcore.execute import execute_run
@@ -324,3 +325,42 @@ def test_train_config_takes_role_defaults_unless_given():
     assert RunSpec(role="teacher").train_config().optimizer == "sgd"
     given = RunSpec(role="student", lr=1e-3, label_smoothing=0.0, weight_decay=0.0).train_config()
     assert (given.lr, given.label_smoothing, given.weight_decay) == (1e-3, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("damage", "shown_as"),
+    [
+        (lambda f: (f / "metrics.jsonl").write_text('{"epoch": 2}\n5\n'), "finished"),
+        (lambda f: (f / "metrics.jsonl").write_bytes(b'\xff{"epoch": 1}\n'), "finished"),
+        (lambda f: _edit_config(f, created_at="yesterday"), "unreadable: config.json"),
+        (lambda f: _edit_config(f, role=5), "unreadable: config.json: unknown role"),
+        (lambda f: _edit_config(f, epochs="ten"), "unreadable: config.json: epochs"),
+        (lambda f: (f / "config.json").write_text('{"role": "stud'), "unreadable: config.json"),
+        (lambda f: (f / "status.json").write_text("[1, 2]"), "not a JSON object"),
+        (lambda f: (f / "status.json").write_text('{"status": 5}'), "neither a version"),
+        (
+            lambda f: (f / "status.json").write_text('{"status": "running", "pid": 1}'),
+            "stopped reporting",
+        ),
+    ],
+)
+def test_a_damaged_run_folder_is_listed_with_the_reason_beside_the_good_runs(
+    tmp_path, fast_synthetic, damage, shown_as
+):
+    good, damaged = (create_run(student(epochs=1, seed=k), tmp_path) for k in (0, 1))
+    for run_id in (good, damaged):
+        execute_run(run_id, tmp_path, device="cpu")
+    damage(tmp_path / damaged)
+    records = {record.run_id: record for record in list_runs(tmp_path)}
+    assert set(records) == {good, damaged} and records[good].status == "finished"
+    hurt = records[damaged]
+    if shown_as == "finished":  # damaged metric lines are skipped, the run stays usable
+        assert hurt.status == "finished" and hurt.metrics == ()
+    else:
+        assert hurt.status in ("failed", "interrupted") and shown_as in hurt.run_status.error
+    assert main(["runs", "--out", str(tmp_path)]) == 0
+
+
+def _edit_config(folder, **fields):
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **fields}))

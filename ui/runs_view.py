@@ -121,7 +121,7 @@ def with_weights(records: Sequence[RunRecord], roles: Sequence[str]) -> list[Run
     usable = [
         r
         for r in records
-        if r.spec.role in roles and not r.active and r.checkpoint("best").is_file()
+        if r.readable and r.spec.role in roles and not r.active and r.checkpoint("best").is_file()
     ]
     return sorted(usable, key=lambda r: roles.index(r.spec.role))  # stable: newest first per role
 
