@@ -31,6 +31,7 @@ from kdcore.losses import (
 )
 
 OPTIMIZERS = ("adamw", "sgd")
+MAX_LR = 10.0  # far above any schedule's peak that trains; larger values are typos
 SCHEDULES = ("onecycle", "constant")
 
 
@@ -57,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"Batch size must be at least 1 (got {self.batch_size}).")
         if not self.lr > 0:
             raise ValueError(f"Learning rate must be greater than 0 (got {self.lr}).")
+        if not self.lr <= MAX_LR:
+            raise ValueError(f"Learning rate must be at most {MAX_LR:g} (got {self.lr}).")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"Unknown optimiser {self.optimizer!r}; use {' or '.join(OPTIMIZERS)}."
@@ -65,10 +68,16 @@ class TrainConfig:
             raise ValueError(f"Unknown schedule {self.schedule!r}; use {' or '.join(SCHEDULES)}.")
         if not 0 < self.warmup_fraction < 1:
             raise ValueError(f"Warm-up fraction must lie in (0, 1) (got {self.warmup_fraction}).")
-        if self.weight_decay < 0:
-            raise ValueError(f"Weight decay cannot be negative (got {self.weight_decay}).")
+        if not 0 <= self.weight_decay <= 1:
+            raise ValueError(f"Weight decay must lie in [0, 1] (got {self.weight_decay}).")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"Momentum must lie in [0, 1) (got {self.momentum}).")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Label smoothing must lie in [0, 1) (got {self.label_smoothing}).")
+
+
+class DivergedError(ValueError):
+    """The loss stopped being a finite number; training cannot go on."""
 
 
 class Callback:
@@ -336,6 +345,11 @@ class _StepContext:
                 terms["agreement"] = (predicted == teacher.argmax(1)).float().mean()
             extra = _to_floats(terms)  # one device-to-host sync per batch
             loss, batch_correct = extra.pop("loss"), extra.pop("correct")
+            if not math.isfinite(loss):  # the weights are lost: stop before an epoch is saved
+                raise DivergedError(
+                    f"loss became {loss} at epoch {epoch + 1}, batch {batch_index + 1}; "
+                    "try a lower learning rate"
+                )
             loss_sum += loss * len(indices)
             correct += int(batch_correct)
             seen += len(indices)

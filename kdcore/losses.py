@@ -6,13 +6,12 @@ The loss functions do not check T and alpha: whoever holds the settings checks t
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 DEFAULT_TEMPERATURE = 2.0
 DEFAULT_ALPHA = 0.5
+MAX_TEMPERATURE = 100.0
 
 
 def check_temperature(temperature: float) -> None:
@@ -24,9 +23,10 @@ def check_temperature(temperature: float) -> None:
 def check_distillation_settings(temperature: float, alpha: float) -> None:
     """Raise ValueError with a clear message for a temperature or alpha that makes no sense."""
     check_temperature(temperature)
-    if math.isinf(temperature):
+    if not temperature <= MAX_TEMPERATURE:
         raise ValueError(
-            f"Temperature T must be finite: the soft term is scaled by T^2 (got {temperature})."
+            f"Temperature T must be at most {MAX_TEMPERATURE:g}: the soft term is scaled by T^2, "
+            f"and beyond that every soft target is uniform (got {temperature})."
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha weighs the soft term and must lie in [0, 1] (got {alpha}).")

@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdcore.data import ImageSet
-from kdcore.engine import Callback, Distillation, TrainConfig, build_scheduler, evaluate, fit
+from kdcore.engine import (
+    Callback,
+    Distillation,
+    DivergedError,
+    TrainConfig,
+    build_scheduler,
+    evaluate,
+    fit,
+)
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from kdcore.models import SmallCNN
 
@@ -272,8 +280,33 @@ def test_distillation_refuses_bad_settings():
         Distillation(FixedTeacher(None), temperature=0.0)
     with pytest.raises(ValueError, match="alpha"):
         Distillation(FixedTeacher(None), alpha=1.2)
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match="at most 100"):
         Distillation(FixedTeacher(None), temperature=math.inf)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"lr": math.inf}, "Learning rate must be at most 10"),
+        ({"lr": 1e30}, "Learning rate must be at most 10"),
+        ({"lr": math.nan}, "Learning rate must be greater than 0"),
+        ({"weight_decay": math.inf}, "Weight decay must lie in \\[0, 1\\]"),
+        ({"weight_decay": math.nan}, "Weight decay must lie in"),
+        ({"momentum": 1.0}, "Momentum must lie in"),
+    ],
+)
+def test_absurd_optimiser_settings_are_refused_with_the_range(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**fields)
+
+
+def test_a_loss_that_turns_nan_fails_the_fit_at_that_batch(synthetic_train, synthetic_test):
+    model = SmallCNN(10)
+    with torch.no_grad():
+        model.classifier.bias.fill_(math.nan)  # every logit NaN: the first loss is NaN
+    config = TrainConfig(epochs=2, batch_size=32)
+    with pytest.raises(DivergedError, match="loss became nan at epoch 1, batch 1"):
+        fit(model, synthetic_train.subset(64, 0), synthetic_test.subset(32, 0), config)
 
 
 def test_distillation_defaults_come_from_the_loss():

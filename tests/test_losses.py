@@ -105,10 +105,12 @@ def test_non_positive_temperature_is_refused(T):
         check_distillation_settings(T, 0.5)
 
 
-def test_infinite_temperature_is_refused_for_distillation():
+@pytest.mark.parametrize("temperature", [math.inf, 1e30, 100.5])
+def test_absurd_temperatures_are_refused_for_distillation_with_the_range(temperature):
     check_temperature(math.inf)  # softmax is defined there: uniform
-    with pytest.raises(ValueError, match="Temperature T must be finite"):
-        check_distillation_settings(math.inf, 0.5)
+    with pytest.raises(ValueError, match="Temperature T must be at most 100"):
+        check_distillation_settings(temperature, 0.5)
+    check_distillation_settings(100.0, 0.5)
 
 
 def test_defaults_are_valid_settings():
