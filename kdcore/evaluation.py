@@ -11,7 +11,6 @@ kept in its cache, so a sweep predicts them once.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from kdcore.checkpoints import CheckpointError, atomic_torch_save, load_model
 from kdcore.data import ImageSet, load_split, source_fingerprint
 from kdcore.engine import pick_device, predict_logits
 from kdcore.metrics import confusion_matrix, reliability, student_report
-from kdcore.runs import DEFAULT_ROOT, RunError, load_run, teacher_checkpoint
+from kdcore.runs import DEFAULT_ROOT, RunError, load_run, teacher_checkpoint, write_json
 from kdcore.teacher_cache import test_logits_file
 
 EVALUATION_FILE = "evaluation.json"
@@ -97,10 +96,7 @@ def teacher_test_logits(
 
 
 def write_evaluation(folder: Path, report: dict[str, Any]) -> None:
-    path = folder / EVALUATION_FILE
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({**report, "evaluated_at": time.time()}))
-    os.replace(temporary, path)
+    write_json(folder / EVALUATION_FILE, {**report, "evaluated_at": time.time()})
 
 
 def read_evaluation(folder: Path) -> dict[str, Any] | None:

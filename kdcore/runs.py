@@ -201,7 +201,8 @@ def stop_requested_at(folder: Path) -> float | None:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+    """Replace a JSON file atomically (a temporary file per process, then a rename)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(payload, indent=2))
     os.replace(temporary, path)
 

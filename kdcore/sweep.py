@@ -35,6 +35,7 @@ from kdcore.runs import (
     load_run,
     teacher_checkpoint,
     validate,
+    write_json,
 )
 
 SWEEPS_FOLDER = "sweeps"
@@ -196,10 +197,7 @@ def list_sweeps(root: Path = DEFAULT_ROOT) -> list[dict[str, Any]]:
 
 
 def _write_sweep(folder: Path, values: dict[str, Any]) -> None:
-    path = folder / SWEEP_FILE
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({**values, "updated_at": time.time()}, indent=1))
-    os.replace(temporary, path)
+    write_json(folder / SWEEP_FILE, {**values, "updated_at": time.time()})
 
 
 def run_trials(

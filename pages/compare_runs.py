@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +12,7 @@ from kdcore.plots import confusion_heatmap, learning_curves, reliability_diagram
 from kdcore.runs import RunRecord
 from kdcore.study import comparison_rows
 from ui.context import get_queue, init_state
-from ui.runs_view import legend_below, percent, run_picker, run_title
+from ui.runs_view import legend_below, percent, run_picker, run_title, to_csv
 
 init_state({"compare.ids": None, "compare.smoothing": 0.0, "compare.which": "best"})
 
@@ -44,16 +42,6 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "teacher cache saved (s)": cache.get("seconds_saved"),
         "run": record.run_id,
     }
-
-
-def to_csv(rows: Sequence[dict[str, Any]]) -> str:
-    if not rows:
-        return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def study_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 import streamlit as st
@@ -19,7 +17,7 @@ from kdcore.sweep import (
     summarise,
 )
 from ui.context import TABLE_POLL_SECONDS, data_source, get_queue, init_state
-from ui.runs_view import legend_below, percent, run_picker, run_title, with_weights
+from ui.runs_view import legend_below, percent, run_picker, run_title, to_csv, with_weights
 
 TEMPERATURES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -101,15 +99,6 @@ def _table_row(name: str, cell: dict[str, Any]) -> dict[str, Any]:
                 value = round(value, 4)
             row[f"{label} {stat}"] = value
     return row
-
-
-def to_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list({key: None for r in rows for key in r}))
-        writer.writeheader()
-        writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def sweep_view(values: dict[str, Any], polling: bool) -> None:

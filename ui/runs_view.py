@@ -8,6 +8,8 @@ rerun.
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,6 +55,16 @@ def format_time(stamp: float | None) -> str:
 def percent(value: float | None) -> float | None:
     """A fraction as a percentage rounded for tables; None stays None."""
     return round(100 * value, 2) if value is not None else None
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """Rows as CSV; the columns are every key any row has, in the order they first appear."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list({key: None for r in rows for key in r}))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def runs_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
