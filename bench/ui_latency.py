@@ -1,16 +1,17 @@
 """Does the dashboard stay responsive while a run trains? Page latency idle vs. training.
 
-    python bench/ui_latency.py [--repeats 8] [--arch cifarnet]
+    python bench/ui_latency.py [--repeats 8] [--tabs 5] [--arch cifarnet]
 
 Starts `streamlit run app.py` on a free port (synthetic data, a temporary runs folder), drives it
 with Chromium through Playwright and times, in the same process and on the same machine:
 - home load: a fresh browser session opening the home page until its runs table is drawn (a
   finished run is made first, so the table is there in both phases);
-- page switch: clicking a sidebar link until the new page's heading is drawn (one script run).
+- page switch: clicking a sidebar link until the new page's heading is drawn (one script run);
+- tabs at once: `--tabs` fresh sessions opened together, until the last draws its runs table.
 First with nothing training, then while a teacher run (started from the Train page) trains in
 its own process, with the threads the run queue gives it (kdcore.scheduler.threads_per_run: all
 cores but one). Prints medians and the training/idle ratios; the last line is a JSON object with
-`fresh_tab_ratio` and `page_switch_ratio` (training over idle).
+`fresh_tab_ratio`, `page_switch_ratio` and `tabs_at_once_ratio` (training over idle).
 """
 
 from __future__ import annotations
@@ -78,8 +79,22 @@ def page_switch(page: Page, link: str, heading: str) -> float:
     return time.perf_counter() - started
 
 
-def measure(browser, url: str, repeats: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {"home load": [], "page switch": []}
+def tabs_at_once(browser, url: str, tabs: int) -> float:
+    """Seconds from opening `tabs` fresh sessions together until every one shows its runs table."""
+    pages = [browser.new_page() for _ in range(tabs)]
+    started = time.perf_counter()
+    for page in pages:
+        page.goto(url, wait_until="commit")  # the browser loads them side by side
+    for page in pages:
+        page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=180_000)
+    seconds = time.perf_counter() - started
+    for page in pages:
+        page.close()
+    return seconds
+
+
+def measure(browser, url: str, repeats: int, tabs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"home load": [], "page switch": [], "tabs at once": []}
     page = browser.new_page()
     page.goto(url)
     page.get_by_role("heading", name="Runs").wait_for()
@@ -88,6 +103,8 @@ def measure(browser, url: str, repeats: int) -> dict[str, list[float]]:
         times["page switch"].append(page_switch(page, "Compare runs", "Compare runs"))
         times["page switch"].append(page_switch(page, "Home", "Knowledge distillation on CIFAR-10"))
     page.close()
+    for _ in range(max(1, repeats // 4)):
+        times["tabs at once"].append(tabs_at_once(browser, url, tabs))
     return times
 
 
@@ -105,6 +122,7 @@ def start_training(browser, url: str, arch: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--tabs", type=int, default=5, help="sessions opened together (5)")
     parser.add_argument("--arch", default="cifarnet", help="the teacher trained meanwhile")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
@@ -112,14 +130,14 @@ def main() -> None:
         server, url = start_server(Path(folder) / "checkpoints")
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            idle = measure(browser, url, args.repeats)
+            idle = measure(browser, url, args.repeats, args.tabs)
             start_training(browser, url, args.arch)
-            busy = measure(browser, url, args.repeats)
+            busy = measure(browser, url, args.repeats, args.tabs)
         finally:
             browser.close()
             server.terminate()
             server.wait(timeout=10)
-    print(f"{'':12} {'idle (s)':>9} {'training (s)':>13} {'ratio':>6}   median of {args.repeats}+")
+    print(f"{'':12} {'idle (s)':>9} {'training (s)':>13} {'ratio':>6}   medians")
     ratios = {}
     for name in idle:
         quiet, loaded = statistics.median(idle[name]), statistics.median(busy[name])
@@ -130,6 +148,10 @@ def main() -> None:
         "page_switch_ratio": round(ratios["page switch"], 3),
         "fresh_tab_idle_s": round(statistics.median(idle["home load"]), 3),
         "page_switch_idle_s": round(statistics.median(idle["page switch"]), 3),
+        "tabs_at_once_ratio": round(ratios["tabs at once"], 3),
+        "tabs_at_once_idle_s": round(statistics.median(idle["tabs at once"]), 3),
+        "tabs_at_once_training_s": round(statistics.median(busy["tabs at once"]), 3),
+        "tabs": args.tabs,
         "repeats": args.repeats,
         "arch": args.arch,
     }

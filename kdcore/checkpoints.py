@@ -68,13 +68,17 @@ def save_checkpoint(
     )
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint dict, checked; CheckpointError for a missing, corrupt or foreign file."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict, checked; CheckpointError for a missing, corrupt or foreign file.
+
+    `mmap=True` maps the weights instead of reading them: cheap when only the metadata (arch,
+    classes, meta) is wanted.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise CheckpointError(
             f"Checkpoint {path} is corrupt, truncated or not a safe PyTorch file: {error}"
@@ -86,7 +90,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} has checkpoint version {payload.get('version')}; "
             f"this kdcore reads version {VERSION}."
         )
+    classes, meta = payload.get("classes"), payload.get("meta", {})
+    if not (isinstance(classes, list) and all(isinstance(name, str) for name in classes)):
+        raise CheckpointError(f"{path} does not list its classes.")
+    if payload.get("num_classes") != len(classes):
+        raise CheckpointError(
+            f"{path} is inconsistent: {payload.get('num_classes')} outputs, {len(classes)} classes."
+        )
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has damaged metadata.")
     return payload
+
+
+def checkpoint_role(payload: dict[str, Any]) -> str | None:
+    """The role of the run that saved a checkpoint ("teacher", "student", "distill"), if known."""
+    role = payload.get("meta", {}).get("role")
+    return role if isinstance(role, str) else None
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

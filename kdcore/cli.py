@@ -12,11 +12,18 @@ from pathlib import Path
 
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
-from kdcore.engine import OPTIMIZERS, FitResult
+from kdcore.engine import OPTIMIZERS, DeviceError, FitResult, pick_device
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from kdcore.models import STEMS, TEACHER_ARCHS, TEACHER_INITS, ModelError, suggested_teacher_arch
 from kdcore.progress import execute_in_terminal, train_in_terminal
-from kdcore.runs import RunError, RunSpec, list_runs, load_run, teacher_checkpoint
+from kdcore.runs import (
+    RunError,
+    RunSpec,
+    checkpoint_of,
+    list_runs,
+    load_run,
+    teacher_data_warning,
+)
 from kdcore.study_cli import reproduce_study
 
 USER_ERRORS = (RunError, DataError, CheckpointError, ModelError, ValueError, OSError)
@@ -76,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     execute.add_argument("run_id", help="the id of a queued run under --out")
     _out_flag(execute)
-    execute.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _device_flag(execute)
     execute.add_argument("--threads", type=int, help="CPU threads for training (default: all)")
     execute.add_argument(
         "--nice", type=int, default=0, help="lower this process's CPU priority by N (0-19)"
@@ -112,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     classify.add_argument("checkpoint", help="a run id (its best.pt) or a checkpoint path")
     classify.add_argument("images", nargs="+", help="png, jpg, jpeg, webp or bmp files")
-    classify.add_argument("--top-k", type=int, default=3)
+    classify.add_argument(
+        "--top-k", type=_positive_int, default=3, help="how many classes to list (3)"
+    )
     classify.add_argument("--temperature", "-T", type=float, default=1.0)
     _out_flag(classify)
 
@@ -204,7 +213,32 @@ def _data_flags(parser: argparse.ArgumentParser) -> None:
         "torchvision CIFAR-10 root, 'cifar10' (data/cifar10) or 'synthetic' "
         "(default: $KDCORE_DATA or cifar10)",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    _device_flag(parser)
+
+
+def _device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", type=_device, help="auto (CUDA when present), cpu or cuda[:N]"
+    )
+
+
+def _device(value: str) -> str:
+    """A --device that exists here (checked before any run folder is made)."""
+    try:
+        pick_device(value)
+    except DeviceError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return value
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {number})")
+    return number
 
 
 def _training_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
@@ -285,6 +319,9 @@ def run_distill(args: argparse.Namespace) -> int:
     spec = _spec(
         args, "distill", teacher=args.teacher, temperature=args.temperature, alpha=args.alpha
     )
+    warning = teacher_data_warning(spec, args.out)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return _train(spec, args)
 
 
@@ -336,7 +373,7 @@ def run_classify(args: argparse.Namespace) -> int:
     from kdcore.checkpoints import load_model
     from kdcore.inference import classify_upload
 
-    model, payload = load_model(teacher_checkpoint(args.checkpoint, args.out))
+    model, payload = load_model(checkpoint_of(args.checkpoint, args.out))
     models = {"model": (model, payload["classes"])}
     failures = 0
     for name in args.images:

@@ -10,10 +10,10 @@ A source is named by one string, the same in the CLI, the dashboard and a run's 
 from __future__ import annotations
 
 import hashlib
-import io
+import json
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from kdcore.checkpoints import atomic_torch_save
+from kdcore.inference import MAX_IMAGE_BYTES, ImageDecodeError, open_image
 
 SYNTHETIC = "synthetic"
 CIFAR10 = "cifar10"
@@ -40,6 +41,7 @@ CIFAR10_CLASSES = (
     "ship",
     "truck",
 )
+SYNTHETIC_CLASSES = tuple(f"pattern{k}" for k in range(10))
 IMAGE_SIZE = 32
 CACHE_VERSION = 1
 VAL_SPLIT_SEED = 20_000_000  # fixed: one validation split per data set, whatever the run
@@ -154,10 +156,55 @@ def source_fingerprint(source: str) -> str:
         f"{path}|{stat.st_size if stat else 0}|{stat.st_mtime_ns if stat else 0}|{CACHE_VERSION}"
     )
     if path.is_dir():  # a folder's own stat misses edits inside train/<class>/: stat every file
-        files = [f.stat() for f in path.rglob("*") if f.is_file()]
-        newest = max((f.st_mtime_ns for f in files), default=0)
-        token += f"|{len(files)}|{sum(f.st_size for f in files)}|{newest}"
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+        stats = [f.stat() for f in files]
+        newest = max((f.st_mtime_ns for f in stats), default=0)
+        names = hashlib.sha256("\n".join(str(f.relative_to(path)) for f in files).encode())
+        token += f"|{len(stats)}|{sum(f.st_size for f in stats)}|{newest}|{names.hexdigest()}"
     return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def source_classes(source: str, cache_dir: str | Path | None = None) -> dict[str, tuple[str, ...]]:
+    """Each split's class names, from the listing alone: no image is decoded.
+
+    An archive is listed once (it is read through) and the answer kept beside the split caches.
+    """
+    status = source_status(source)
+    if status.kind in ("synthetic", "cifar10"):
+        return dict.fromkeys(SPLITS, SYNTHETIC_CLASSES if source == SYNTHETIC else CIFAR10_CLASSES)
+    if not status.ready:
+        raise DataError(status.message)
+    path = Path(source).expanduser()
+    record = _cache_root(cache_dir) / "splits" / f"{source_fingerprint(source)}-classes.json"
+    try:
+        known = json.loads(record.read_text())
+        return {split: tuple(known[split]) for split in SPLITS}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    listing = _archive_listing(path) if status.kind == "archive" else _folder_listing(path)
+    classes = {split: tuple(sorted({c for s, c, _ in listing if s == split})) for split in SPLITS}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    temporary = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({split: list(names) for split, names in classes.items()}))
+    os.replace(temporary, record)
+    return classes
+
+
+def require_same_classes(
+    expected: Sequence[str], got: Sequence[str], expected_name: str, got_name: str
+) -> None:
+    """DataError, naming both lists, unless the two class lists are the same, in the same order
+    (a label is an index into them)."""
+    if tuple(expected) != tuple(got):
+        raise DataError(
+            f"The classes do not match: {expected_name} has {_class_list(expected)}, "
+            f"{got_name} has {_class_list(got)}."
+        )
+
+
+def _class_list(names: Sequence[str], shown: int = 12) -> str:
+    listed = ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
+    return f"{len(names)} ({listed})"
 
 
 # --- synthetic ----------------------------------------------------------------------------------
@@ -188,8 +235,7 @@ def synthetic_split(split: str, per_class: int | None = None) -> ImageSet:
     pixels += torch.randn(pixels.shape, generator=generator) * 45
     images = pixels.clamp(0, 255).to(torch.uint8)
     order = torch.randperm(n, generator=generator)
-    classes = tuple(f"pattern{k}" for k in range(10))
-    return ImageSet(images[order].contiguous(), labels[order], classes)
+    return ImageSet(images[order].contiguous(), labels[order], SYNTHETIC_CLASSES)
 
 
 # --- folders and archives -----------------------------------------------------------------------
@@ -205,35 +251,74 @@ def _decode_source(source: str, split: str) -> ImageSet:
     members = (
         _archive_members(path, split) if status.kind == "archive" else _folder_members(path, split)
     )
-    return _decode_members(members, f"{path} ({split})")
+    return _decode_members(members, path, split)
+
+
+def _folder_listing(root: Path) -> list[tuple[str, str, Path]]:
+    """(split, class, file) of every image in a train/<class>/, test/<class>/ folder."""
+    return [
+        (split, file.parent.name, file)
+        for split in SPLITS
+        for file in sorted((root / split).glob("*/*"))
+        if file.suffix.lower() in IMAGE_SUFFIXES
+    ]
 
 
 def _folder_members(root: Path, split: str) -> Iterator[tuple[str, bytes]]:
-    for file in sorted((root / split).glob("*/*")):
-        if file.suffix.lower() in IMAGE_SUFFIXES:
-            yield f"{file.parent.name}/{file.name}", file.read_bytes()
+    for file_split, class_name, file in _folder_listing(root):
+        if file_split == split:
+            name = f"{split}/{class_name}/{file.name}"
+            _check_image_bytes(name, file.stat().st_size, root)
+            yield name, file.read_bytes()
+
+
+def _archive_images(archive: tarfile.TarFile) -> Iterator[tuple[str, str, tarfile.TarInfo]]:
+    """(split, class, member) of every image member, in archive order: `.../split/class/file`."""
+    for member in archive:
+        parts = Path(member.name).parts
+        is_image = Path(member.name).suffix.lower() in IMAGE_SUFFIXES
+        if member.isfile() and is_image and len(parts) >= 3 and parts[-3] in SPLITS:
+            yield parts[-3], parts[-2], member
+
+
+def _archive_listing(path: Path) -> list[tuple[str, str, str]]:
+    try:
+        with tarfile.open(path) as archive:
+            return [(split, name, member.name) for split, name, member in _archive_images(archive)]
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise DataError(f"Cannot read archive {path}: {error}") from error
 
 
 def _archive_members(path: Path, split: str) -> Iterator[tuple[str, bytes]]:
     try:
         with tarfile.open(path) as archive:
-            for member in archive:
-                parts = Path(member.name).parts
-                if not member.isfile() or Path(member.name).suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                if len(parts) >= 3 and parts[-3] == split:
-                    yield f"{parts[-2]}/{parts[-1]}", archive.extractfile(member).read()
+            for member_split, class_name, member in _archive_images(archive):
+                if member_split == split:
+                    name = f"{split}/{class_name}/{Path(member.name).name}"
+                    _check_image_bytes(name, member.size, path)  # before a byte is inflated
+                    yield name, archive.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as error:
         raise DataError(f"Cannot read archive {path}: {error}") from error
 
 
-def _decode_members(members: Iterator[tuple[str, bytes]], where: str) -> ImageSet:
+def _check_image_bytes(name: str, size: int, source: Path) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise DataError(
+            f"In {source}: {name} is {size / 2**20:.0f} MiB; an image in a data set may be at "
+            f"most {MAX_IMAGE_BYTES / 2**20:.0f} MiB."
+        )
+
+
+def _decode_members(members: Iterator[tuple[str, bytes]], source: Path, split: str) -> ImageSet:
+    """Decode `split/class/file` members; labels index the sorted class names."""
     by_class: dict[str, list[tuple[str, np.ndarray]]] = {}
     for name, data in members:
-        class_name, file_name = name.split("/", 1)
-        by_class.setdefault(class_name, []).append((file_name, _decode_pixels(data, name)))
+        _, class_name, file_name = name.split("/", 2)
+        by_class.setdefault(class_name, []).append((file_name, _decode_pixels(data, name, source)))
     if not by_class:
-        raise DataError(f"No images found in {where}; expected <class>/<image> files.")
+        raise DataError(
+            f"No images found in {source} ({split}); expected {split}/<class>/<image> files."
+        )
     classes = tuple(sorted(by_class))
     arrays, labels = [], []
     for label, class_name in enumerate(classes):
@@ -244,15 +329,18 @@ def _decode_members(members: Iterator[tuple[str, bytes]], where: str) -> ImageSe
     return ImageSet(images, torch.tensor(labels, dtype=torch.int64), classes)
 
 
-def _decode_pixels(data: bytes, name: str) -> np.ndarray:
+def _decode_pixels(data: bytes, name: str, source: Path) -> np.ndarray:
+    """One image file -> (32, 32, 3) uint8; refused with the upload's limits and messages."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(data, name) as image:
             image = image.convert("RGB")
             if image.size != (IMAGE_SIZE, IMAGE_SIZE):
                 image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)  # (32, 32, 3)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"Cannot decode image {name}: {error}") from error
+            return np.asarray(image, dtype=np.uint8)
+    except ImageDecodeError as error:
+        raise DataError(f"In {source}: {error}") from error
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+        raise DataError(f"In {source}: {name} is truncated or corrupt ({error}).") from None
 
 
 # --- torchvision CIFAR-10 -----------------------------------------------------------------------
@@ -282,9 +370,12 @@ def _load_torchvision_cifar10(source: str, split: str) -> ImageSet:
 # --- cache --------------------------------------------------------------------------------------
 
 
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+
 def _cache_file(source: str, split: str, cache_dir: str | Path | None) -> Path | None:
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return cache_root / "splits" / f"{source_fingerprint(source)}-{split}.pt"
+    return _cache_root(cache_dir) / "splits" / f"{source_fingerprint(source)}-{split}.pt"
 
 
 def _read_cache(path: Path) -> ImageSet:

@@ -120,11 +120,35 @@ class FitResult:
         return max((row["test_acc"] for row in self.history), default=None)
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
+class DeviceError(ValueError):
+    """A device that does not exist here; the message says what does."""
+
+
 def pick_device(preference: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), else the CPU."""
+    """ "auto": CUDA when present, else the CPU; "cpu", "cuda" or "cuda:N" when it exists here."""
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"Unknown device {preference!r}; use {DEVICE_CHOICES}.") from None
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"Device {preference!r} is not supported; use {DEVICE_CHOICES}.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(
+                f"Device {preference!r} asks for a GPU, but PyTorch sees none on this machine; "
+                "use auto or cpu."
+            )
+        if device.index is not None and device.index >= count:
+            raise DeviceError(
+                f"Device {preference!r} does not exist: this machine has {count} GPU(s)."
+            )
+    return device
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from kdcore.checkpoints import CheckpointError, atomic_torch_save, load_model
-from kdcore.data import ImageSet, load_split, source_fingerprint
+from kdcore.checkpoints import CheckpointError, atomic_torch_save, load_model, read_checkpoint
+from kdcore.data import ImageSet, load_split, require_same_classes, source_fingerprint
 from kdcore.engine import pick_device, predict_logits
 from kdcore.metrics import confusion_matrix, reliability, student_report
 from kdcore.runs import DEFAULT_ROOT, RunError, load_run, teacher_checkpoint, write_json
-from kdcore.teacher_cache import test_logits_file
+from kdcore.teacher_cache import plausible_logits, test_logits_file
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -54,11 +54,16 @@ def evaluate_checkpoint(
     except CheckpointError as error:
         raise RunError(str(error)) from error
     test = load_split(data, "test")
-    with torch.inference_mode():
-        logits = predict_logits(model, test, device).cpu()
+    require_same_classes(payload["classes"], test.classes, f"model {weights}", f"{data} test/")
     teacher_logits = None
     if teacher:
-        teacher_logits = teacher_test_logits(teacher_checkpoint(teacher, root), test, data, device)
+        teacher_weights = teacher_checkpoint(teacher, root)
+        teacher_classes = _read_header(teacher_weights)["classes"]
+        require_same_classes(teacher_classes, test.classes, f"teacher {teacher}", f"{data} test/")
+    with torch.inference_mode():
+        logits = predict_logits(model, test, device).cpu()
+    if teacher:
+        teacher_logits = teacher_test_logits(teacher_weights, test, data, device)
     classes = len(test.classes)
     report: dict[str, Any] = {
         "arch": payload["arch"],
@@ -81,7 +86,7 @@ def teacher_test_logits(
     path = test_logits_file(checkpoint, source_fingerprint(data))
     try:
         logits = torch.load(path, map_location="cpu", weights_only=True)
-        if logits.shape[0] == len(test):
+        if plausible_logits(logits, len(test), len(test.classes)):
             return logits
     except Exception:  # missing or damaged: predict again
         pass
@@ -93,6 +98,13 @@ def teacher_test_logits(
         logits = predict_logits(teacher, test, device).cpu()
     atomic_torch_save(logits, path)
     return logits
+
+
+def _read_header(weights: Path) -> dict[str, Any]:
+    try:
+        return read_checkpoint(weights, mmap=True)
+    except CheckpointError as error:
+        raise RunError(str(error)) from error
 
 
 def write_evaluation(folder: Path, report: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import torch
 
 from kdcore.batch_log import BatchLogWriter
 from kdcore.checkpoints import CheckpointError, load_model, save_checkpoint
-from kdcore.data import ImageSet, load_split, source_fingerprint
+from kdcore.data import ImageSet, load_split, require_same_classes, source_fingerprint
 from kdcore.engine import Callback, Distillation, FitResult, fit, pick_device
 from kdcore.evaluation import evaluate_run
 from kdcore.models import build_model, build_teacher
@@ -30,6 +30,7 @@ from kdcore.runs import (
     STOP_FILE,
     RunError,
     RunSpec,
+    check_teacher,
     read_json,
     run_dir,
     teacher_checkpoint,
@@ -155,10 +156,7 @@ class RunRecorder(Callback):
         self.epochs_done = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        with open(self.folder / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(logs) + "\n")
-            file.flush()
-            os.fsync(file.fileno())
+        # weights first, then the epoch's row: a kill in between never lists a best without weights
         self.epochs_done = epoch
         # best.pt is chosen on the validation split when the run holds one out
         chosen_on = "val_acc" if "val_acc" in logs else "test_acc"
@@ -166,6 +164,10 @@ class RunRecorder(Callback):
             self.best_acc = logs[chosen_on]
             self.save("best", test_acc=logs["test_acc"], chosen_on=chosen_on)
         self.save("last", test_acc=logs["test_acc"])
+        with open(self.folder / "metrics.jsonl", "a") as file:
+            file.write(json.dumps(logs) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
 
     def save(self, which: str, **meta: Any) -> None:
         """Write `best.pt` or `last.pt`, with what rebuilds the run in its metadata."""
@@ -252,6 +254,7 @@ def _execute(spec, folder, root, callbacks, stop, device) -> tuple[FitResult, di
     train, val = load_split(spec.data, "train").split_off(spec.val_split)
     train = train.subset(spec.train_subset, spec.seed)
     test = load_split(spec.data, "test")
+    require_same_classes(train.classes, test.classes, f"{spec.data} train/", "test/")
     torch.manual_seed(spec.seed)
     model = _initial_model(spec, len(train.classes))
     distillation, teacher_outputs = _distillation(spec, train, root, device)
@@ -291,8 +294,11 @@ def _distillation(
         teacher, _ = load_model(checkpoint, device)
     except CheckpointError as error:
         raise RunError(str(error)) from error
+    check_teacher(spec, train.classes, root)
     cache_dir = cache_dir_for(
         checkpoint, source_fingerprint(spec.data), spec.val_split, len(train), spec.seed
     )
-    outputs = TeacherOutputs(teacher, train.images, spec.seed, cache_dir, device=device)
+    outputs = TeacherOutputs(
+        teacher, train.images, spec.seed, cache_dir, device=device, classes=len(train.classes)
+    )
     return Distillation(outputs, spec.temperature, spec.alpha), outputs

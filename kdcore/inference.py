@@ -25,6 +25,8 @@ from kdcore.losses import check_temperature, soft_targets
 ACCEPTED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # Pillow format names
 MAX_SIDE = 1024  # decoded images are reduced to at most this many pixels per side
+MAX_PIXELS = 40_000_000  # larger images are refused from their header, never decoded
+MAX_IMAGE_BYTES = 20 * 2**20  # the dashboard's upload limit (.streamlit/config.toml), per file
 
 _ACCEPTED_TEXT = "use png, jpg, jpeg, webp or bmp"
 # Leading bytes of common formats we refuse, so the message can name them (never decoded).
@@ -44,7 +46,7 @@ class ImageDecodeError(ValueError):
     """The uploaded bytes cannot become an image; the message is a sentence for the user."""
 
 
-def decode_image(data: bytes, name: str = "upload", max_pixels: int = 40_000_000) -> Image.Image:
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode untrusted bytes into an RGB image with sides of at most MAX_SIDE pixels.
 
         image = decode_image(path.read_bytes(), name=path.name)
@@ -52,12 +54,8 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int = 40_000_000
     EXIF orientation is applied; transparency is composited over white; 16-bit images are
     scaled (not clipped) to 8 bits. Raises ImageDecodeError with a user-facing message.
     """
-    if not data:
-        raise ImageDecodeError(f"{name} is empty.")
-    image = _open_restricted(data, name, max_pixels)
+    image = open_image(data, name, max_pixels)
     width, height = image.size
-    if width * height > max_pixels:
-        raise ImageDecodeError(_too_large(name, width * height, max_pixels))
     # JPEG only: decode at 1/2, 1/4 or 1/8 scale when that still covers MAX_SIDE, so a huge
     # photo never exists at full size in memory. Other formats ignore draft().
     scale = min(1.0, MAX_SIDE / max(width, height))
@@ -74,8 +72,14 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int = 40_000_000
     return rgb
 
 
-def _open_restricted(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Image.open limited to ACCEPTED_FORMATS; reads the header only."""
+def open_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Image.open limited to ACCEPTED_FORMATS and `max_pixels`; reads the header only.
+
+    Raises ImageDecodeError, whose message names the file, for anything that is not an image
+    we accept.
+    """
+    if not data:
+        raise ImageDecodeError(f"{name} is empty.")
     try:
         image = Image.open(io.BytesIO(data), formats=list(ACCEPTED_FORMATS))
     except Image.DecompressionBombError as error:
@@ -92,6 +96,9 @@ def _open_restricted(data: bytes, name: str, max_pixels: int) -> Image.Image:
     # MPO (multi-picture JPEG from cameras) is read through the JPEG plugin: accept it.
     if image.format not in ACCEPTED_FORMATS and image.format != "MPO":
         raise ImageDecodeError(_not_accepted(name, image.format))
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageDecodeError(_too_large(name, width * height, max_pixels))
     return image
 
 
@@ -209,6 +216,8 @@ def top_k(
         raise ValueError(
             f"probabilities must be shape ({len(class_names)},), got {tuple(probabilities.shape)}"
         )
+    if k < 1:
+        raise ValueError(f"top-k must be at least 1 (got {k}).")
     values, indices = torch.topk(probabilities, min(k, len(class_names)))
     return [
         (class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist(), strict=True)

@@ -9,6 +9,7 @@ creates, finds and lists them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdcore.data import source_status
+from kdcore.checkpoints import CheckpointError, checkpoint_role, read_checkpoint
+from kdcore.data import DataError, require_same_classes, source_classes, source_status
 from kdcore.engine import TrainConfig
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_distillation_settings
 from kdcore.models import (
@@ -33,9 +35,16 @@ from kdcore.models import (
     is_resnet,
 )
 from kdcore.recipes import RECIPE_FIELDS, optimiser_defaults
-from kdcore.status import RunStatus, StatusError, read_status, write_status
+from kdcore.status import (
+    STALE_AFTER_SECONDS,
+    RunStatus,
+    StatusError,
+    read_status,
+    write_status,
+)
 
 ROLES = ("teacher", "student", "distill")
+ROLE_NAMES = {"teacher": "teacher", "student": "student-alone", "distill": "distilled student"}
 DEFAULT_ROOT = Path("checkpoints")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STOP_FILE = "stop-requested"
@@ -119,8 +128,10 @@ def validate(spec: RunSpec, root: Path = DEFAULT_ROOT) -> None:
         raise RunError(f"Unknown initialisation {spec.init!r}; use {', '.join(TEACHER_INITS)}.")
     if spec.init != "scratch" and not is_resnet(spec.model_arch):
         raise RunError(f"{spec.model_arch} has no ImageNet weights; train it from scratch.")
-    if spec.init == "file" and not (spec.weights_file and Path(spec.weights_file).is_file()):
-        raise RunError(f"Weights file {spec.weights_file!r} does not exist.")
+    if spec.init == "file" and not spec.weights_file:
+        raise RunError("Initialising from a file needs the file: give --weights-file.")
+    if spec.init == "file" and not Path(spec.weights_file).is_file():
+        raise RunError(f"Weights file {spec.weights_file} does not exist.")
     if spec.train_subset is not None and spec.train_subset < 1:
         raise RunError(f"Training subset must hold at least 1 image (got {spec.train_subset}).")
     if spec.val_split < 0:
@@ -133,22 +144,91 @@ def validate(spec: RunSpec, root: Path = DEFAULT_ROOT) -> None:
     status = source_status(spec.data)
     if not status.ready and status.kind != "cifar10":
         raise RunError(status.message)
-    if spec.role == "distill":
-        if not spec.teacher:
-            raise RunError("Distillation needs a teacher: a finished teacher run or a checkpoint.")
-        teacher_checkpoint(spec.teacher, root)
+    try:
+        classes = source_classes(spec.data)["train"] if status.ready else None
+        if classes is not None:
+            require_same_classes(classes, source_classes(spec.data)["test"], "train/", "test/")
+        if spec.role == "distill":
+            check_teacher(spec, classes, root)
+    except DataError as error:
+        raise RunError(str(error)) from error
+
+
+def check_teacher(
+    spec: RunSpec, classes: tuple[str, ...] | None, root: Path = DEFAULT_ROOT
+) -> None:
+    """RunError unless `spec.teacher` is a teacher's checkpoint for the classes of `spec.data`."""
+    if not spec.teacher:
+        raise RunError("Distillation needs a teacher: a finished teacher run or a checkpoint.")
+    payload = _checkpoint_header(teacher_checkpoint(spec.teacher, root))
+    role = checkpoint_role(payload)
+    if role not in (None, "teacher"):
+        raise RunError(
+            f"{spec.teacher} is a {ROLE_NAMES.get(role, role)} run, not a teacher; "
+            "distil from a teacher run."
+        )
+    if classes is not None:
+        require_same_classes(payload["classes"], classes, f"teacher {spec.teacher}", spec.data)
+
+
+def teacher_data_warning(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str | None:
+    """A sentence when a distillation's teacher learned its (same) classes from other data."""
+    try:
+        payload = _checkpoint_header(teacher_checkpoint(spec.teacher or "", root))
+    except RunError:
+        return None
+    teacher_spec = payload["meta"].get("spec")
+    teacher_data = teacher_spec.get("data") if isinstance(teacher_spec, dict) else None
+    if not isinstance(teacher_data, str) or _same_source(teacher_data, spec.data):
+        return None
+    with contextlib.suppress(DataError):  # other classes are refused by `validate`, not warned of
+        if tuple(payload["classes"]) == source_classes(spec.data)["train"]:
+            return (
+                f"The teacher was trained on {teacher_data}, this run uses {spec.data}: the "
+                "classes are the same, but the images come from another source."
+            )
+    return None
+
+
+def _same_source(first: str, second: str) -> bool:
+    return (
+        first == second or Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
+    )
+
+
+def _checkpoint_header(path: Path) -> dict[str, Any]:
+    try:
+        return read_checkpoint(path, mmap=True)
+    except CheckpointError as error:
+        raise RunError(str(error)) from error
 
 
 def teacher_checkpoint(teacher: str, root: Path = DEFAULT_ROOT) -> Path:
     """A teacher run id (its best weights) or a checkpoint path -> an existing checkpoint file."""
-    path = Path(teacher)
+    return checkpoint_of(teacher, root, what="Teacher")
+
+
+def checkpoint_of(
+    run_or_path: str, root: Path = DEFAULT_ROOT, which: str = "best", what: str = ""
+) -> Path:
+    """A run id (its `which`.pt) or a checkpoint path -> an existing checkpoint file.
+
+    `what` ("Teacher", ...) starts the error messages; they speak of a plain run without it.
+    """
+    path = Path(run_or_path)
     if path.suffix == ".pt":
         if not path.is_file():
-            raise RunError(f"Teacher checkpoint {path} does not exist.")
+            raise RunError(
+                f"{what + ' checkpoint' if what else 'Checkpoint'} {path} does not exist."
+            )
         return path
-    checkpoint = run_dir(teacher, root) / "best.pt"
+    folder = run_dir(run_or_path, root)
+    if not (folder / "config.json").is_file():
+        raise RunError(f"No run {run_or_path!r} in {root}.")
+    checkpoint = folder / f"{which}.pt"
     if not checkpoint.is_file():
-        raise RunError(f"Teacher run {teacher!r} has no weights yet (no best.pt).")
+        run = f"{what} run" if what else "Run"
+        raise RunError(f"{run} {run_or_path} has no weights yet (no {which}.pt).")
     return checkpoint
 
 
@@ -293,7 +373,23 @@ def load_run(run_id: str, root: Path = DEFAULT_ROOT) -> RunRecord:
         status = read_status(folder).observed()
     except StatusError as error:
         status = RunStatus(state="failed", phase="failed", error=str(error))
+    if not status.active:
+        remove_stale_temporaries(folder)
     return RunRecord(run_id, folder, spec, status, created_at, tuple(read_metrics(folder)))
+
+
+def remove_stale_temporaries(folder: Path, min_age_s: float = STALE_AFTER_SECONDS) -> list[Path]:
+    """Delete the half-written files (`.best.pt.*.tmp`, ...) a killed process left in a run folder.
+
+    Only files untouched for `min_age_s`: a write still under way is never disturbed.
+    """
+    removed = []
+    for temporary in folder.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if time.time() - temporary.stat().st_mtime >= min_age_s:
+                temporary.unlink()
+                removed.append(temporary)
+    return removed
 
 
 def _read_config(path: Path) -> tuple[RunSpec, float]:

@@ -77,8 +77,11 @@ class TeacherOutputs:
         cache_dir: str | Path | None,
         device: torch.device | None = None,
         batch_size: int = 500,
+        classes: int
+        | None = None,  # the teacher's outputs; a stored entry of another width is redone
     ) -> None:
         self.device = device or torch.device("cpu")
+        self.classes = classes
         self.teacher = prepare_model(teacher, self.device).eval()
         self.images, self.seed, self.batch_size = images, seed, batch_size
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -180,13 +183,30 @@ class TeacherOutputs:
         return self.cache_dir / f"epoch-{epoch:04d}.pt"
 
     def _read(self, epoch: int) -> dict | None:
+        """A stored epoch that passes cheap checks, else None: damaged entries are recomputed."""
         if self.cache_dir is None or not self._epoch_file(epoch).is_file():
             return None
         try:
             entry = torch.load(self._epoch_file(epoch), map_location="cpu", weights_only=True)
-            logits = entry["logits"]
-            if logits.shape[0] != len(self.images):
-                return None
-        except Exception:  # a damaged entry is recomputed, never trusted
+            logits, seconds = entry["logits"], entry.get("seconds", 0.0)
+        except Exception:
             return None
-        return {"logits": logits, "seconds": float(entry.get("seconds", 0.0))}
+        if not (plausible_logits(logits, len(self.images), self.classes) and _is_time(seconds)):
+            return None
+        return {"logits": logits, "seconds": float(seconds)}
+
+
+def plausible_logits(logits: object, images: int, classes: int | None = None) -> bool:
+    """Cheap invariants of stored teacher logits: an (images, classes) float tensor, finite,
+    and not one value throughout (what a broken teacher or a zeroed file gives)."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        return False
+    if logits.dim() != 2 or logits.shape[0] != images or logits.shape[1] < 2:
+        return False
+    if classes is not None and logits.shape[1] != classes:
+        return False
+    return bool(torch.isfinite(logits).all()) and bool(logits.max() > logits.min())
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0

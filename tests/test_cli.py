@@ -141,7 +141,7 @@ def test_runs_lists_every_run(trained_runs, capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["distill", "--teacher", "no-such-run", "--data-dir", "synthetic"], "no weights"),
+        (["distill", "--teacher", "no-such-run", "--data-dir", "synthetic"], "No run"),
         (["distill", "--teacher", "x", "--data-dir", "synthetic", "-T", "0"], "Temperature"),
         (["distill", "--teacher", "x", "--data-dir", "synthetic", "--alpha", "1.5"], "alpha"),
         (["student", "--data-dir", "synthetic", "--epochs", "0"], "Epochs"),

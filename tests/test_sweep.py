@@ -63,7 +63,7 @@ def test_the_grid_expands_to_baselines_then_every_cell_and_seed():
         ({"alphas": ()}, "grid is empty"),
         ({"temperatures": (0.0,)}, "Temperature T must be greater than 0"),
         ({"alphas": (1.5,)}, "alpha weighs the soft term"),
-        ({"teacher": "no-such-run"}, "has no weights yet"),
+        ({"teacher": "no-such-run"}, "No run"),
         ({"training": {**TRAINING, "epochs": 0}}, "Epochs must be at least 1"),
     ],
 )
