@@ -7,6 +7,7 @@ line that is still half written.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,27 @@ class BatchLogWriter:
                     file.write("".join(lines))
 
 
+def truncate_batch_log(folder: Path, epochs: int) -> None:
+    """Keep the lines of the first `epochs` epochs (a resumed run repeats the rest); the file is
+    replaced, so tails start over."""
+    path = folder / BATCH_LOG
+    try:
+        lines = path.read_text().splitlines(keepends=True)
+    except FileNotFoundError:
+        return
+    kept = [line for line in lines if _epoch_of(line) is not None and _epoch_of(line) <= epochs]
+    temporary = path.with_name(f".{BATCH_LOG}.{os.getpid()}.tmp")
+    temporary.write_text("".join(kept))
+    os.replace(temporary, path)
+
+
+def _epoch_of(line: str) -> int | None:
+    try:
+        return int(line.split(",")[1])
+    except (IndexError, ValueError):
+        return None
+
+
 class BatchLogTail:
     """The batch losses of one run so far, read incrementally; safe to share between threads."""
 
@@ -47,13 +69,15 @@ class BatchLogTail:
         self.path = folder / BATCH_LOG
         self.max_points = max_points
         self._offset = 0
+        self._identity: int | None = None  # the file's inode: a new one means start over
         self._points: list[dict[str, float]] = []
         self._lock = threading.Lock()
 
     def read(self) -> list[dict[str, float]]:
         """All points so far (`step`, `epoch`, `loss`), older ones thinned beyond `max_points`."""
         with self._lock:
-            self._points.extend(self._new_points())
+            new_points = self._new_points()  # may start over, replacing self._points
+            self._points.extend(new_points)
             while len(self._points) > self.max_points:
                 del self._points[: len(self._points) // 2 : 2]  # thin the older half
             return list(self._points)
@@ -61,6 +85,9 @@ class BatchLogTail:
     def _new_points(self) -> list[dict[str, float]]:
         try:
             with open(self.path, "rb") as file:
+                identity = os.fstat(file.fileno()).st_ino
+                if identity != self._identity:  # replaced (a resumed run): read it from the start
+                    self._identity, self._offset, self._points = identity, 0, []
                 file.seek(self._offset)
                 chunk = file.read()
         except FileNotFoundError:

@@ -48,24 +48,26 @@ def save_checkpoint(
     classes: tuple[str, ...] | list[str],
     meta: dict[str, Any] | None = None,
     stem: str | None = None,
+    train_state: dict[str, Any] | None = None,
 ) -> None:
-    """`stem`: a ResNet's stem ("cifar" or "imagenet"); None for other architectures."""
+    """`stem`: a ResNet's stem ("cifar" or "imagenet"); None for other architectures.
+    `train_state`: what continuing the training needs (`kdcore.engine.fit`'s `resume`)."""
     state = {
         name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
     }
-    atomic_torch_save(
-        {
-            "format": FORMAT,
-            "version": VERSION,
-            "arch": arch,
-            "stem": stem,
-            "num_classes": len(classes),
-            "classes": list(classes),
-            "state_dict": state,
-            "meta": dict(meta or {}),
-        },
-        path,
-    )
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": arch,
+        "stem": stem,
+        "num_classes": len(classes),
+        "classes": list(classes),
+        "state_dict": state,
+        "meta": dict(meta or {}),
+    }
+    if train_state is not None:
+        payload["train_state"] = train_state
+    atomic_torch_save(payload, path)
 
 
 def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:

@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--nice", type=int, default=0, help="lower this process's CPU priority by N (0-19)"
     )
 
+    resume = _command(
+        commands,
+        "resume",
+        "continue a stopped, interrupted or failed run after its last whole epoch",
+        run_resume,
+    )
+    resume.add_argument("run_id")
+    _out_flag(resume)
+    _device_flag(resume)
+
     stop = _command(
         commands, "stop", "ask a running run to stop at its next batch (or cancel a queued one)",
         run_stop,
@@ -332,6 +342,15 @@ def run_execute(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    return _report(args.run_id, execute_in_terminal(args.run_id, args.out, args.device))
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    from kdcore.execute import resume_run
+
+    epochs_done = resume_run(args.run_id, args.out)
+    start = f"after epoch {epochs_done}" if epochs_done else "from epoch 1 (no whole epoch saved)"
+    print(f"{args.run_id}: resuming {start}", file=sys.stderr)
     return _report(args.run_id, execute_in_terminal(args.run_id, args.out, args.device))
 
 

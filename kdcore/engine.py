@@ -86,6 +86,7 @@ class Callback:
     def on_fit_start(self, info: dict[str, Any]) -> None: ...
     def on_phase(self, phase: str, done: int, total: int) -> None: ...
     def on_batch_end(self, step: int, logs: dict[str, float]) -> None: ...
+    def on_train_state(self, epoch: int, state: dict[str, Any]) -> None: ...
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
     def on_fit_end(self, status: str, logs: dict[str, Any]) -> None: ...
 
@@ -220,11 +221,16 @@ def fit(
     stop_event: threading.Event | None = None,
     device: torch.device | None = None,
     val: ImageSet | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train `model` for `config.epochs` epochs, evaluating on `test` after each one.
 
     With a `val` split held out of the training images, each epoch's row also has `val_loss` and
     `val_acc`: the numbers to choose settings and epochs on, leaving the test split untouched.
+
+    After each epoch, `on_train_state` gets what continuing needs (optimiser, schedule and RNG
+    states, the rows so far). Given back as `resume`, with the model's weights of that epoch,
+    `fit` continues where it stopped and ends with the weights an unbroken fit gives.
     """
     device = device or pick_device()
     stop_event = stop_event or threading.Event()
@@ -232,6 +238,14 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    result, first_epoch, earlier_s = FitResult("finished"), 0, 0.0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        torch.set_rng_state(resume["rng"])
+        result.history = [dict(row) for row in resume["history"]]
+        first_epoch = len(result.history)
+        earlier_s = result.history[-1]["elapsed_s"] if result.history else 0.0
     images, labels = train.images.to(device), train.labels.to(device)
     emit = _Emitter(callbacks)
     emit(
@@ -239,13 +253,14 @@ def fit(
         {
             "steps_per_epoch": steps_per_epoch,
             "epochs": config.epochs,
+            "first_epoch": first_epoch + 1,
             "train_size": len(train),
             "test_size": len(test),
             "device": str(device),
         },
     )
-    result, started = FitResult("finished"), time.perf_counter()
-    for epoch in range(config.epochs):
+    started = time.perf_counter() - earlier_s
+    for epoch in range(first_epoch, config.epochs):
         epoch_started = time.perf_counter()
         teacher_logits = None
         if distillation is not None:
@@ -274,9 +289,30 @@ def fit(
             "eta_s": elapsed / (epoch + 1) * (config.epochs - epoch - 1),
         }
         result.history.append(row)
+        emit("on_train_state", epoch + 1, _train_state(optimizer, scheduler, result.history))
         emit("on_epoch_end", epoch + 1, row)
     emit("on_fit_end", result.status, {"best_test_acc": result.best_test_acc})
     return result
+
+
+def _train_state(optimizer, scheduler, history: list[dict[str, float]]) -> dict[str, Any]:
+    """What `fit(resume=...)` needs besides the weights, on the CPU (tensors, numbers, lists)."""
+    return {
+        "optimizer": _on_cpu(optimizer.state_dict()),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "history": [dict(row) for row in history],
+    }
+
+
+def _on_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on_cpu(item) for item in value)
+    return value
 
 
 def _val_logs(

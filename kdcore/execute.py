@@ -19,18 +19,20 @@ from typing import Any
 
 import torch
 
-from kdcore.batch_log import BatchLogWriter
-from kdcore.checkpoints import CheckpointError, load_model, save_checkpoint
+from kdcore.batch_log import BATCH_LOG, BatchLogWriter, truncate_batch_log
+from kdcore.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from kdcore.data import ImageSet, load_split, require_same_classes, source_fingerprint
 from kdcore.engine import Callback, Distillation, FitResult, fit, pick_device
 from kdcore.evaluation import evaluate_run
 from kdcore.models import build_model, build_teacher
 from kdcore.runs import (
     DEFAULT_ROOT,
+    METRICS_FILE,
     STOP_FILE,
     RunError,
     RunSpec,
     check_teacher,
+    load_run,
     read_json,
     run_dir,
     teacher_checkpoint,
@@ -46,6 +48,7 @@ from kdcore.status import (
 from kdcore.teacher_cache import TeacherOutputs, cache_dir_for
 
 STOP_CHECK_SECONDS = 0.2  # how often the stop-requested file is looked for
+RESUMABLE = ("stopped", "interrupted", "failed")
 
 
 class StopRequest:
@@ -107,11 +110,12 @@ class StatusReporter(Callback):
             self.write()
 
     def on_fit_start(self, info: dict[str, Any]) -> None:
-        epochs = info["epochs"]
+        epochs, first = info["epochs"], info["first_epoch"]  # first > 1: a resumed run
         self.update(
-            phase=f"epoch 1/{epochs}",
-            epoch=1,
+            phase=f"epoch {first}/{epochs}",
+            epoch=first,
             epochs=epochs,
+            epochs_done=first - 1,
             total_steps=epochs * info["steps_per_epoch"],
         )
 
@@ -148,28 +152,45 @@ class StatusReporter(Callback):
 
 
 class RunRecorder(Callback):
-    """Writes what the engine emits into the run folder: epoch rows and weights."""
+    """Writes what the engine emits into the run folder: epoch rows and weights.
+
+    last.pt is always the end of a whole epoch and, until the run finishes, carries the training
+    state too, so an interrupted or stopped run can be resumed from it (`resume_run`).
+    """
 
     def __init__(self, folder: Path, model: torch.nn.Module, spec: RunSpec, classes: Sequence[str]):
         self.folder, self.model, self.spec, self.classes = folder, model, spec, tuple(classes)
         self.best_acc = -1.0
         self.epochs_done = 0
+        self.train_state: dict[str, Any] | None = None
+
+    def continue_after(self, history: Sequence[dict[str, float]]) -> None:
+        """Resuming: the rows so far become metrics.jsonl again, and the best so far counts."""
+        self.epochs_done = len(history)
+        self.best_acc = max((row[_chosen_on(row)] for row in history), default=-1.0)
+        lines = "".join(json.dumps(row) + "\n" for row in history)
+        temporary = self.folder / f".{METRICS_FILE}.{os.getpid()}.tmp"
+        temporary.write_text(lines)
+        os.replace(temporary, self.folder / METRICS_FILE)
+        truncate_batch_log(self.folder, len(history))
+
+    def on_train_state(self, epoch: int, state: dict[str, Any]) -> None:
+        self.train_state = state
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         # weights first, then the epoch's row: a kill in between never lists a best without weights
         self.epochs_done = epoch
-        # best.pt is chosen on the validation split when the run holds one out
-        chosen_on = "val_acc" if "val_acc" in logs else "test_acc"
+        chosen_on = _chosen_on(logs)
         if logs[chosen_on] > self.best_acc:
             self.best_acc = logs[chosen_on]
             self.save("best", test_acc=logs["test_acc"], chosen_on=chosen_on)
-        self.save("last", test_acc=logs["test_acc"])
-        with open(self.folder / "metrics.jsonl", "a") as file:
+        self.save("last", train_state=self.train_state, test_acc=logs["test_acc"])
+        with open(self.folder / METRICS_FILE, "a") as file:
             file.write(json.dumps(logs) + "\n")
             file.flush()
             os.fsync(file.fileno())
 
-    def save(self, which: str, **meta: Any) -> None:
+    def save(self, which: str, train_state: dict[str, Any] | None = None, **meta: Any) -> None:
         """Write `best.pt` or `last.pt`, with what rebuilds the run in its metadata."""
         meta = {
             "run_id": self.folder.name,
@@ -185,7 +206,13 @@ class RunRecorder(Callback):
             self.classes,
             meta,
             stem=self.spec.model_stem,
+            train_state=train_state,
         )
+
+
+def _chosen_on(row: dict[str, float]) -> str:
+    """best.pt is chosen on the validation split when the run holds one out."""
+    return "val_acc" if "val_acc" in row else "test_acc"
 
 
 def execute_run(
@@ -259,6 +286,11 @@ def _execute(spec, folder, root, callbacks, stop, device) -> tuple[FitResult, di
     model = _initial_model(spec, len(train.classes))
     distillation, teacher_outputs = _distillation(spec, train, root, device)
     recorder = RunRecorder(folder, model, spec, train.classes)
+    resume = _resume_point(folder, model, spec)
+    if resume is not None:
+        recorder.continue_after(resume["history"])
+    else:
+        _clear_records(folder)
     result = fit(
         model,
         train,
@@ -269,11 +301,55 @@ def _execute(spec, folder, root, callbacks, stop, device) -> tuple[FitResult, di
         stop_event=stop,
         device=device,
         val=val,  # empty without --val-split: the engine then reports no val_acc
+        resume=resume,
     )
-    if result.status == "stopped":
-        recorder.save("last", stopped=True)
+    if result.status == "finished":  # nothing left to resume: last.pt drops the training state
+        recorder.save("last", test_acc=result.history[-1]["test_acc"])
     extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
     return result, extra
+
+
+def _resume_point(folder: Path, model: torch.nn.Module, spec: RunSpec) -> dict[str, Any] | None:
+    """The training state in last.pt, its weights loaded into `model`; None to start afresh."""
+    try:
+        payload = read_checkpoint(folder / "last.pt")
+    except CheckpointError:
+        return None
+    state = payload.get("train_state")
+    if not isinstance(state, dict) or not 0 < len(state.get("history", ())) < spec.epochs:
+        return None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise RunError(f"Cannot resume {folder.name}: last.pt does not fit ({error}).") from error
+    return state
+
+
+def _clear_records(folder: Path) -> None:
+    """A run that starts from epoch 1 again (nothing to resume from) keeps no earlier rows."""
+    for name in (METRICS_FILE, BATCH_LOG):
+        (folder / name).unlink(missing_ok=True)
+
+
+def resume_run(run_id: str, root: Path = DEFAULT_ROOT) -> int:
+    """Queue a stopped, interrupted or failed run again; it continues after the last whole epoch
+    in its last.pt (returned; 0 when it has none and starts over)."""
+    record = load_run(run_id, root)
+    if not record.readable:
+        raise RunError(f"Run {run_id} is {record.run_status.error}; it cannot be resumed.")
+    if record.status not in RESUMABLE:
+        raise RunError(
+            f"Run {run_id} is {record.status}; only a {' or '.join(RESUMABLE)} run resumes."
+        )
+    try:
+        state = read_checkpoint(record.checkpoint("last"), mmap=True).get("train_state")
+        epochs_done = len(state["history"]) if isinstance(state, dict) else 0
+    except CheckpointError:
+        epochs_done = 0
+    (record.folder / STOP_FILE).unlink(missing_ok=True)
+    phase = f"queued to resume after epoch {epochs_done}" if epochs_done else "queued to start over"
+    write_status(record.folder, RunStatus(state="queued", phase=phase))
+    return epochs_done
 
 
 def _initial_model(spec: RunSpec, num_classes: int) -> torch.nn.Module:

@@ -48,6 +48,7 @@ ROLE_NAMES = {"teacher": "teacher", "student": "student-alone", "distill": "dist
 DEFAULT_ROOT = Path("checkpoints")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STOP_FILE = "stop-requested"
+METRICS_FILE = "metrics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,7 @@ def read_metrics(folder: Path) -> list[dict[str, float]]:
     without a numeric epoch and test accuracy) is skipped."""
     rows = []
     try:
-        lines = (folder / "metrics.jsonl").read_bytes().decode("utf-8", "replace").splitlines()
+        lines = (folder / METRICS_FILE).read_bytes().decode("utf-8", "replace").splitlines()
     except OSError:
         return rows
     for line in lines:
