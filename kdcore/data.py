@@ -42,6 +42,8 @@ CIFAR10_CLASSES = (
     "truck",
 )
 SYNTHETIC_CLASSES = tuple(f"pattern{k}" for k in range(10))
+SYNTHETIC_SIZES = {"train": 4000, "test": 1000}
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
 IMAGE_SIZE = 32
 CACHE_VERSION = 1
 VAL_SPLIT_SEED = 20_000_000  # fixed: one validation split per data set, whatever the run
@@ -164,30 +166,51 @@ def source_fingerprint(source: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def source_classes(source: str, cache_dir: str | Path | None = None) -> dict[str, tuple[str, ...]]:
-    """Each split's class names, from the listing alone: no image is decoded.
+@dataclass(frozen=True)
+class SourceListing:
+    """What a source holds per split, known without decoding an image."""
+
+    classes: dict[str, tuple[str, ...]]  # split -> sorted class names
+    images: dict[str, int]  # split -> number of image files
+
+
+def list_source(source: str, cache_dir: str | Path | None = None) -> SourceListing:
+    """Each split's class names and image count, from the listing alone.
 
     An archive is listed once (it is read through) and the answer kept beside the split caches.
     """
     status = source_status(source)
     if status.kind in ("synthetic", "cifar10"):
-        return dict.fromkeys(SPLITS, SYNTHETIC_CLASSES if source == SYNTHETIC else CIFAR10_CLASSES)
+        classes = SYNTHETIC_CLASSES if source == SYNTHETIC else CIFAR10_CLASSES
+        sizes = SYNTHETIC_SIZES if source == SYNTHETIC else CIFAR10_SIZES
+        return SourceListing(dict.fromkeys(SPLITS, classes), dict(sizes))
     if not status.ready:
         raise DataError(status.message)
     path = Path(source).expanduser()
-    record = _cache_root(cache_dir) / "splits" / f"{source_fingerprint(source)}-classes.json"
+    record = _cache_root(cache_dir) / "splits" / f"{source_fingerprint(source)}-listing.json"
     try:
         known = json.loads(record.read_text())
-        return {split: tuple(known[split]) for split in SPLITS}
+        return SourceListing(
+            {split: tuple(known["classes"][split]) for split in SPLITS},
+            {split: int(known["images"][split]) for split in SPLITS},
+        )
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    listing = _archive_listing(path) if status.kind == "archive" else _folder_listing(path)
-    classes = {split: tuple(sorted({c for s, c, _ in listing if s == split})) for split in SPLITS}
+    files = _archive_listing(path) if status.kind == "archive" else _folder_listing(path)
+    listing = SourceListing(
+        {split: tuple(sorted({c for s, c, _ in files if s == split})) for split in SPLITS},
+        {split: sum(1 for s, _, _ in files if s == split) for split in SPLITS},
+    )
     record.parent.mkdir(parents=True, exist_ok=True)
     temporary = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({split: list(names) for split, names in classes.items()}))
+    temporary.write_text(json.dumps({"classes": listing.classes, "images": listing.images}))
     os.replace(temporary, record)
-    return classes
+    return listing
+
+
+def source_classes(source: str, cache_dir: str | Path | None = None) -> dict[str, tuple[str, ...]]:
+    """Each split's class names, from the listing alone: no image is decoded."""
+    return list_source(source, cache_dir).classes
 
 
 def require_same_classes(
@@ -216,7 +239,7 @@ def synthetic_split(split: str, per_class: int | None = None) -> ImageSet:
     The patterns survive crops and mirror flips, so the study's augmentation keeps labels true.
     Deterministic: the same split always gives the same images.
     """
-    per_class = per_class or (400 if split == "train" else 100)
+    per_class = per_class or SYNTHETIC_SIZES[split] // 10
     generator = torch.Generator().manual_seed(0 if split == "train" else 1)
     labels = torch.arange(10).repeat_interleave(per_class)
     n = len(labels)

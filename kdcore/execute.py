@@ -32,6 +32,7 @@ from kdcore.runs import (
     RunError,
     RunSpec,
     check_teacher,
+    check_training_size,
     load_run,
     read_json,
     run_dir,
@@ -138,6 +139,7 @@ class StatusReporter(Callback):
             steps_per_s = (step - self._speed_mark[1]) / (now - self._speed_mark[0])
             fields["images_per_s"] = steps_per_s * self.batch_size
             fields["eta_s"] = max(0.0, (status.total_steps - step) / max(steps_per_s, 1e-9))
+            fields["eta_at"] = time.time()
             self._speed_mark = (now, step)
         self.update(**fields)
 
@@ -279,6 +281,7 @@ def _claim(folder: Path, run_id: str) -> RunStatus:
 
 def _execute(spec, folder, root, callbacks, stop, device) -> tuple[FitResult, dict[str, Any]]:
     train, val = load_split(spec.data, "train").split_off(spec.val_split)
+    check_training_size(spec, len(train) + len(val))  # the data may have changed since
     train = train.subset(spec.train_subset, spec.seed)
     test = load_split(spec.data, "test")
     require_same_classes(train.classes, test.classes, f"{spec.data} train/", "test/")

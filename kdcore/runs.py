@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from kdcore.checkpoints import CheckpointError, checkpoint_role, read_checkpoint
-from kdcore.data import DataError, require_same_classes, source_classes, source_status
+from kdcore.data import (
+    DataError,
+    list_source,
+    require_same_classes,
+    source_classes,
+    source_status,
+)
 from kdcore.engine import TrainConfig
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_distillation_settings
 from kdcore.models import (
@@ -146,13 +152,31 @@ def validate(spec: RunSpec, root: Path = DEFAULT_ROOT) -> None:
     if not status.ready and status.kind != "cifar10":
         raise RunError(status.message)
     try:
-        classes = source_classes(spec.data)["train"] if status.ready else None
-        if classes is not None:
-            require_same_classes(classes, source_classes(spec.data)["test"], "train/", "test/")
+        listing = list_source(spec.data) if status.ready else None
+        classes = listing.classes["train"] if listing else None
+        if listing:
+            require_same_classes(classes, listing.classes["test"], "train/", "test/")
+            check_training_size(spec, listing.images["train"])
         if spec.role == "distill":
             check_teacher(spec, classes, root)
     except DataError as error:
         raise RunError(str(error)) from error
+
+
+def check_training_size(spec: RunSpec, images: int) -> None:
+    """RunError when the validation split or the subset asks for more images than there are."""
+    if spec.val_split >= images:
+        raise RunError(
+            f"A validation split of {spec.val_split} images must leave training images; "
+            f"{spec.data} holds {images}."
+        )
+    available = images - spec.val_split
+    if spec.train_subset is not None and spec.train_subset > available:
+        held_out = f" left after the validation split of {spec.val_split}" if spec.val_split else ""
+        raise RunError(
+            f"Training subset {spec.train_subset} is larger than the {available} training "
+            f"images{held_out}; ask for at most {available}, or for none to train on all."
+        )
 
 
 def check_teacher(

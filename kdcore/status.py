@@ -53,7 +53,8 @@ class RunStatus:
     total_steps: int = 0
     epochs_done: int = 0
     images_per_s: float | None = None
-    eta_s: float | None = None
+    eta_s: float | None = None  # seconds left, as estimated at `eta_at`
+    eta_at: float | None = None
     best_test_acc: float | None = None
     teacher_cache: dict[str, Any] | None = None
     version: int = STATUS_VERSION
@@ -70,6 +71,13 @@ class RunStatus:
     def fraction_done(self) -> float | None:
         """Trained batches over all batches, once the run knows how many there are."""
         return min(1.0, self.step / self.total_steps) if self.total_steps else None
+
+    def eta_remaining(self, now: float | None = None) -> float | None:
+        """Seconds left now: the estimate counts down between updates (during a test pass too)."""
+        if self.eta_s is None:
+            return None
+        since = (now or time.time()) - self.eta_at if self.eta_at is not None else 0.0
+        return max(0.0, self.eta_s - max(0.0, since))
 
     def replace(self, **fields: Any) -> RunStatus:
         return dataclasses.replace(self, **fields)

@@ -124,11 +124,21 @@ def test_a_validation_split_picks_best_on_val_and_reports_it(tmp_path, fast_synt
     assert best["test_acc"] == chosen["test_acc"]
 
 
-def test_a_validation_split_larger_than_the_training_set_fails_clearly(tmp_path, fast_synthetic):
-    run_id = create_run(student(val_split=4000), tmp_path)  # synthetic train holds 4,000
-    with pytest.raises(Exception, match="must leave training images"):
+def test_a_validation_split_or_subset_larger_than_the_training_set_is_refused(tmp_path):
+    with pytest.raises(RunError, match="must leave training images; synthetic holds 4000"):
+        create_run(student(val_split=4000), tmp_path)  # synthetic train holds 4,000
+    with pytest.raises(RunError, match="Training subset 3901 is larger than the 3900 training "
+                       "images left after the validation split of 100"):  # fmt: skip
+        create_run(student(val_split=100, train_subset=3901), tmp_path)
+    assert list_runs(tmp_path) == []
+
+
+def test_a_data_set_that_shrank_since_the_run_was_made_fails_it_clearly(tmp_path, image_folder):
+    run_id = create_run(student(data=str(image_folder), train_subset=5), tmp_path)  # 5 images
+    (image_folder / "train" / "zebra" / "a.jpg").unlink()
+    with pytest.raises(RunError, match="Training subset 5 is larger than the 4 training images"):
         execute_run(run_id, tmp_path, device="cpu")
-    assert "must leave training images" in read_json(tmp_path / run_id / "status.json")["error"]
+    assert "larger than the 4" in read_json(tmp_path / run_id / "status.json")["error"]
 
 
 def test_spec_round_trips_through_a_dict_and_ignores_unknown_keys():
@@ -186,7 +196,7 @@ def test_execute_run_records_metrics_weights_and_status(tmp_path, fast_synthetic
 
 
 def test_a_failing_run_records_failed_with_the_error(tmp_path, image_folder):
-    run_id = create_run(student(data=str(image_folder)), tmp_path / "runs")
+    run_id = create_run(student(data=str(image_folder), train_subset=None), tmp_path / "runs")
     shutil.rmtree(image_folder)  # the data vanishes between queueing and running
     with pytest.raises(Exception, match="does not exist"):
         execute_run(run_id, tmp_path / "runs", device="cpu")

@@ -104,3 +104,11 @@ def test_a_zombie_process_counts_as_ended():
         time.sleep(0.05)
     os.kill(child.pid, 0)  # the pid still exists until it is reaped
     child.wait()
+
+
+def test_the_eta_counts_down_between_updates_and_never_below_zero():
+    status = RunStatus(state="running", eta_s=60.0, eta_at=1000.0)
+    assert status.eta_remaining(now=1000.0) == 60.0
+    assert status.eta_remaining(now=1045.0) == 15.0  # e.g. while the test split is evaluated
+    assert status.eta_remaining(now=2000.0) == 0.0
+    assert RunStatus(state="running").eta_remaining() is None
