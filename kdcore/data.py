@@ -213,6 +213,13 @@ def source_classes(source: str, cache_dir: str | Path | None = None) -> dict[str
     return list_source(source, cache_dir).classes
 
 
+def same_source(first: str, second: str) -> bool:
+    """Whether two source names point at the same data (`./x` and `/abs/x` do)."""
+    if first == second:
+        return True
+    return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
+
+
 def require_same_classes(
     expected: Sequence[str], got: Sequence[str], expected_name: str, got_name: str
 ) -> None:

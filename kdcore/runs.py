@@ -25,6 +25,7 @@ from kdcore.data import (
     DataError,
     list_source,
     require_same_classes,
+    same_source,
     source_classes,
     source_status,
 )
@@ -204,7 +205,7 @@ def teacher_data_warning(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str | None
         return None
     teacher_spec = payload["meta"].get("spec")
     teacher_data = teacher_spec.get("data") if isinstance(teacher_spec, dict) else None
-    if not isinstance(teacher_data, str) or _same_source(teacher_data, spec.data):
+    if not isinstance(teacher_data, str) or same_source(teacher_data, spec.data):
         return None
     with contextlib.suppress(DataError):  # other classes are refused by `validate`, not warned of
         if tuple(payload["classes"]) == source_classes(spec.data)["train"]:
@@ -213,12 +214,6 @@ def teacher_data_warning(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str | None
                 "classes are the same, but the images come from another source."
             )
     return None
-
-
-def _same_source(first: str, second: str) -> bool:
-    return (
-        first == second or Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
-    )
 
 
 def _checkpoint_header(path: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The study's five results beside ours: one table, shared by the dashboard and the CLI.
 
-The study trained on full CIFAR-10 (ResNet101 teachers, SmallCNN students). Its test accuracies:
+The study trained on full CIFAR-10 (ResNet101 teachers, SmallCNN students, 10 epochs each). Its
+test accuracies:
 
     setting                                   study
     teacher from scratch                      79.48 %
@@ -9,17 +10,28 @@ The study trained on full CIFAR-10 (ResNet101 teachers, SmallCNN students). Its 
     student distilled from ImageNet teacher   81.00 %
     student alone                             67.51 %
 
-    rows = comparison_rows(list_runs(root))   # five dicts, in the order above
-    rows[0]  # {"setting": "teacher from scratch", "study_acc": 0.7948, "our_acc": .., "run_id": ..}
+Only runs in the same protocol fill a row: the same data for teachers and students (with the
+CIFAR-10 classes), its full training split, the row's epochs, architecture and initialisation,
+and for distilled students the study's T and alpha and a teacher that fills its own row. Seeds
+are averaged (the newest finished run of each seed).
+
+    rows = study_rows(list_runs(root), data="cifar10")   # five dicts, in the order above
+    rows[0]  # {"setting": "teacher from scratch", "study_acc": 0.7948, "our_acc": .., "n": .., ...}
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kdcore.data import CIFAR10_CLASSES, DataError, list_source, same_source
+from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+from kdcore.models import is_resnet
 from kdcore.runs import RunRecord
+
+STUDY_TEACHER_ARCH = "resnet101"
 
 
 @dataclass(frozen=True)
@@ -38,55 +50,152 @@ STUDY_RESULTS: tuple[StudyResult, ...] = (
 )
 
 
-def setting_of(record: RunRecord, teachers: dict[str, RunRecord]) -> str | None:
-    """The study setting a run belongs to (a STUDY_RESULTS key), or None.
+@dataclass(frozen=True)
+class Protocol:
+    """The settings a run must have to fill a row; the defaults are the study's."""
 
-    Teachers by their initialisation ("file" weights count as ImageNet weights); distilled
-    students by the initialisation of their teacher run; a teacher given as a .pt path is unknown.
+    teacher_arch: str = STUDY_TEACHER_ARCH
+    teacher_epochs: int = 10
+    epochs: int = 10  # students
+    train_subset: int | None = None
+    val_split: int = 0
+    temperature: float = DEFAULT_TEMPERATURE
+    alpha: float = DEFAULT_ALPHA
+
+    def differences(self) -> list[str]:
+        """How this protocol departs from the study's, in words (empty: it is the study's)."""
+        study, notes = Protocol(), []
+        for name in ("teacher_arch", "teacher_epochs", "epochs", "train_subset", "val_split",
+                     "temperature", "alpha"):  # fmt: skip
+            ours, theirs = getattr(self, name), getattr(study, name)
+            if ours != theirs:
+                notes.append(f"{name.replace('_', ' ')} {ours} (study: {theirs or 'all'})")
+        return notes
+
+
+def study_rows(
+    records: Sequence[RunRecord], data: str, protocol: Protocol = Protocol()
+) -> list[dict[str, Any]]:
+    """The five rows, each with the study's accuracy and ours on `data` under `protocol`.
+
+    Ours is the mean final test accuracy over seeds (`our_acc`, `our_std` with two seeds or
+    more, `n`, `seeds`, `run_ids`); a row with no run has `our_acc` None and the `command` that
+    makes one. Accuracies are fractions.
     """
-    spec = record.spec
-    if spec.role == "teacher":
-        return "teacher_scratch" if spec.init == "scratch" else "teacher_imagenet"
-    if spec.role == "student":
-        return "student_alone"
-    teacher = teachers.get(spec.teacher or "")
-    if teacher is None:
-        return None
-    return "distill_scratch" if teacher.spec.init == "scratch" else "distill_imagenet"
-
-
-def matching_runs(records: Sequence[RunRecord]) -> dict[str, RunRecord | None]:
-    """For each study setting, our most recent finished run of that setting (None if none).
-
-    `records` as `list_runs` returns them (newest first); unfinished runs are ignored.
-    """
+    cifar = _has_cifar10_classes(data)
     teachers = {r.run_id: r for r in records if r.spec.role == "teacher"}
-    matches: dict[str, RunRecord | None] = {result.key: None for result in STUDY_RESULTS}
-    for record in records:
-        if record.status != "finished" or record.best_test_acc is None:
-            continue
-        key = setting_of(record, teachers)
-        if key is not None and matches[key] is None:
-            matches[key] = record
-    return matches
-
-
-def comparison_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """Five rows: setting, the study's accuracy, ours (best test accuracy), our run id and its data.
-
-    Accuracies are fractions; `our_acc` and `run_id` are None where we have no finished run.
-    """
-    matches = matching_runs(records)
     rows = []
     for result in STUDY_RESULTS:
-        record = matches[result.key]
+        runs = _newest_per_seed(
+            [r for r in records if cifar and _fills(r, result.key, data, protocol, teachers)]
+        )
+        accuracies = [r.final_test_acc for r in runs]
         rows.append(
             {
                 "setting": result.setting,
                 "study_acc": result.test_acc,
-                "our_acc": record.best_test_acc if record else None,
-                "run_id": record.run_id if record else None,
-                "data": record.spec.data if record else None,
+                "our_acc": statistics.fmean(accuracies) if accuracies else None,
+                "our_std": statistics.stdev(accuracies) if len(accuracies) > 1 else None,
+                "n": len(runs),
+                "seeds": [r.spec.seed for r in runs],
+                "run_ids": [r.run_id for r in runs],
+                "run_id": runs[0].run_id if runs else None,
+                "data": data,
+                "arch": _arch(result.key, protocol),
+                "stem": _stem(runs, result.key, teachers),
+                "epochs": _epochs(result.key, protocol),
+                "subset": protocol.train_subset or "full",
+                "command": None if runs else _command(result.key, data, protocol, rows, cifar),
             }
         )
     return rows
+
+
+def _fills(record: RunRecord, key: str, data: str, protocol: Protocol, teachers) -> bool:
+    spec = record.spec
+    if record.status != "finished" or record.final_test_acc is None or not record.readable:
+        return False
+    if not same_source(spec.data, data) or spec.train_subset != protocol.train_subset:
+        return False
+    if spec.val_split != protocol.val_split or spec.epochs != _epochs(key, protocol):
+        return False
+    if key.startswith("teacher"):
+        imagenet = spec.init != "scratch"
+        wanted = key == "teacher_imagenet"
+        return (
+            spec.role == "teacher"
+            and spec.model_arch == protocol.teacher_arch
+            and imagenet == wanted
+        )
+    if key == "student_alone":
+        return spec.role == "student"
+    if spec.role != "distill" or (spec.temperature, spec.alpha) != (
+        protocol.temperature,
+        protocol.alpha,
+    ):
+        return False
+    teacher = teachers.get(spec.teacher or "")
+    teacher_key = "teacher_scratch" if key == "distill_scratch" else "teacher_imagenet"
+    return teacher is not None and _fills(teacher, teacher_key, data, protocol, teachers)
+
+
+def _newest_per_seed(records: Sequence[RunRecord]) -> list[RunRecord]:
+    newest: dict[int, RunRecord] = {}
+    for record in sorted(records, key=lambda r: r.created_at, reverse=True):
+        newest.setdefault(record.spec.seed, record)
+    return sorted(newest.values(), key=lambda r: r.created_at, reverse=True)
+
+
+def _has_cifar10_classes(data: str) -> bool:
+    try:
+        return list_source(data).classes["train"] == CIFAR10_CLASSES
+    except (DataError, OSError):
+        return False
+
+
+def _epochs(key: str, protocol: Protocol) -> int:
+    return protocol.teacher_epochs if key.startswith("teacher") else protocol.epochs
+
+
+def _arch(key: str, protocol: Protocol) -> str:
+    if key.startswith("teacher"):
+        return protocol.teacher_arch
+    if key == "student_alone":
+        return "smallcnn"
+    return f"smallcnn from {protocol.teacher_arch}"
+
+
+def _stem(runs: Sequence[RunRecord], key: str, teachers: dict[str, RunRecord]) -> str | None:
+    """The ResNet stem(s) of the row's teachers (None when the teacher is no ResNet)."""
+    if key == "student_alone":
+        return None
+    specs = [r.spec if key.startswith("teacher") else teachers[r.spec.teacher].spec for r in runs]
+    stems = sorted({spec.model_stem for spec in specs if spec.model_stem})
+    return ", ".join(stems) or None
+
+
+def _command(key: str, data: str, protocol: Protocol, rows_so_far: list, cifar: bool) -> str:
+    """What to run to fill an empty row (or why it cannot be filled)."""
+    if not cifar:
+        return f"{data} does not hold the CIFAR-10 classes; the study's rows need them"
+    flags = f"--data-dir {data}"
+    if protocol.train_subset:
+        flags += f" --train-subset {protocol.train_subset}"
+    if protocol.val_split:
+        flags += f" --val-split {protocol.val_split}"
+    arch = protocol.teacher_arch
+    if key.startswith("teacher"):
+        if key == "teacher_imagenet" and not is_resnet(arch):
+            return f"{arch} has no ImageNet weights; pick a ResNet teacher for this row"
+        init = "imagenet" if key == "teacher_imagenet" else "scratch"
+        epochs = protocol.teacher_epochs
+        return f"python -m kdcore teacher --arch {arch} --init {init} --epochs {epochs} {flags}"
+    if key == "student_alone":
+        return f"python -m kdcore student --epochs {protocol.epochs} {flags}"
+    teacher_row = rows_so_far[0 if key == "distill_scratch" else 1]
+    if teacher_row["run_id"] is None:
+        return f"first the teacher: {teacher_row['command']}"
+    return (
+        f"python -m kdcore distill --teacher {teacher_row['run_id']} --epochs {protocol.epochs} "
+        f"-T {protocol.temperature:g} --alpha {protocol.alpha:g} {flags}"
+    )

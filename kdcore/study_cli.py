@@ -9,7 +9,7 @@ import sys
 from kdcore.models import ModelError
 from kdcore.progress import train_in_terminal
 from kdcore.runs import RunError, RunSpec, list_runs
-from kdcore.study import comparison_rows
+from kdcore.study import Protocol, study_rows
 
 
 def reproduce_study(args: argparse.Namespace) -> int:
@@ -58,7 +58,16 @@ def reproduce_study(args: argparse.Namespace) -> int:
             **common,
         )
         _train_or_report(spec, args)
-    print_table(comparison_rows(list_runs(args.out)))
+    protocol = Protocol(
+        teacher_arch=args.arch,
+        teacher_epochs=args.teacher_epochs,
+        epochs=args.epochs,
+        train_subset=args.train_subset,
+        val_split=args.val_split,
+        temperature=args.temperature,
+        alpha=args.alpha,
+    )
+    print_table(study_rows(list_runs(args.out), args.data_dir, protocol), protocol)
     return 0
 
 
@@ -71,9 +80,18 @@ def _train_or_report(spec: RunSpec, args: argparse.Namespace) -> str | None:
     return run_id if result.status == "finished" else None
 
 
-def print_table(rows: list[dict]) -> None:
-    print(f"{'setting':48s} {'study':>8s} {'ours':>8s}  run")
+def print_table(rows: list[dict], protocol: Protocol) -> None:
+    """The rows (ours: mean final test accuracy, with the spread and seeds), then as JSON."""
+    differences = protocol.differences()
+    print(
+        "protocol: " + ("the study's" if not differences else "differs: " + "; ".join(differences))
+    )
+    print(f"{'setting':44s} {'study':>7s} {'ours':>16s}  arch / runs")
     for row in rows:
-        ours = f"{row['our_acc']:.2%}" if row["our_acc"] is not None else "-"
-        print(f"{row['setting']:48s} {row['study_acc']:8.2%} {ours:>8s}  {row['run_id'] or '-'}")
+        ours = "-"
+        if row["our_acc"] is not None:
+            spread = f" ± {row['our_std']:.2%}" if row["our_std"] is not None else ""
+            ours = f"{row['our_acc']:.2%}{spread} (n={row['n']})"
+        what = ", ".join(row["run_ids"]) or row["command"]
+        print(f"{row['setting']:44s} {row['study_acc']:7.2%} {ours:>16s}  {row['arch']}: {what}")
     print(json.dumps(rows))

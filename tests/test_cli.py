@@ -175,6 +175,21 @@ def test_module_entry_point_runs(tmp_path):
     assert completed.returncode == 0, completed.stderr
 
 
+def cifar_named_folder(root: Path) -> Path:
+    """A tiny folder with CIFAR-10's class names (the study's rows need its classes)."""
+    from PIL import Image
+
+    from kdcore.data import CIFAR10_CLASSES
+
+    for split, count in (("train", 6), ("test", 2)):
+        for k, name in enumerate(CIFAR10_CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                colour = (25 * k, 40 * i % 255, 200 - 15 * k)
+                Image.new("RGB", (32, 32), colour).save(root / split / name / f"{i}.png")
+    return root
+
+
 def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, monkeypatch):
     import urllib.error
 
@@ -184,8 +199,9 @@ def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, mo
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
-    out = tmp_path / "runs"
-    args = ["study", "--arch", "resnet18", "--stem", "imagenet", "--teacher-epochs", "1", *TINY]
+    out, data = tmp_path / "runs", cifar_named_folder(tmp_path / "cifar-like")
+    args = ["study", "--arch", "resnet18", "--stem", "imagenet", "--teacher-epochs", "1",
+            "--epochs", "1", "--batch-size", "32", "--data-dir", str(data)]  # fmt: skip
     assert main([*args, "--out", str(out)]) == 0
     captured = capsys.readouterr()
     rows = last_json(captured.out)
@@ -193,6 +209,8 @@ def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, mo
     filled = [row["setting"] for row in rows if row["our_acc"] is not None]
     assert filled == ["teacher from scratch", "student distilled from the scratch teacher",
                       "student alone (no teacher)"]  # fmt: skip
+    assert rows[0]["arch"] == "resnet18" and rows[0]["stem"] == "imagenet" and rows[0]["n"] == 1
+    assert "protocol: differs: teacher arch resnet18 (study: resnet101)" in captured.out
     assert "not run" in captured.err and "no network" in captured.err
     assert len(list_runs(out)) == 4  # the ImageNet teacher's failed run stays, marked failed
     teachers = [r for r in list_runs(out) if r.spec.role == "teacher"]
