@@ -7,6 +7,8 @@ page, reloading or restarting the server keeps it going.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from kdcore.data import CIFAR10, SYNTHETIC, source_status
@@ -22,7 +24,9 @@ from ui.context import (
     init_state,
 )
 from ui.runs_view import show_runs_table, submit_ui
+from ui.text import plain
 
+ICON = Path(__file__).parent / "ui" / "favicon.png"  # served by this server: no font CDN
 FOLDER_CHOICE = "a folder or archive"
 DATA_CHOICES = (SYNTHETIC, CIFAR10, FOLDER_CHOICE)
 
@@ -64,9 +68,9 @@ def data_source_ui() -> str:
     if status is None:
         st.sidebar.warning("Type a folder path.")
     elif status.ready:
-        st.sidebar.caption(f":material/check_circle: {status.message}")
+        st.sidebar.caption(f":material/check_circle: {plain(status.message)}")
     else:
-        st.sidebar.warning(status.message)
+        st.sidebar.warning(plain(status.message))
     return source
 
 
@@ -82,11 +86,11 @@ def home() -> None:
     status = source_status(source) if source else None
     left, right = st.columns(2)
     left.markdown(f"**Device:** {device_summary()}")
-    left.markdown(f"**Runs folder:** `{checkpoints_root()}`")
+    left.markdown(f"**Runs folder:** {plain(checkpoints_root())}")
     ready = "ready" if status and status.ready else "not ready"
-    right.markdown(f"**Data:** `{source or '?'}` — {ready}")
+    right.markdown(f"**Data:** {plain(source or '?')} — {ready}")
     right.caption(
-        (status.message if status else "No folder given.")
+        (plain(status.message) if status else "No folder given.")
         + " Switch it in the sidebar (synthetic works offline)."
     )
     quick_start_ui(queue)
@@ -127,9 +131,7 @@ def _runs_list(queue, polling: bool) -> None:
     show_runs_table(records, key="home.runs_table")
 
 
-st.set_page_config(
-    page_title="kdcore · distillation", page_icon=":material/science:", layout="wide"
-)
+st.set_page_config(page_title="kdcore · distillation", page_icon=ICON, layout="wide")
 data_source_ui()
 navigation = st.navigation(
     [

@@ -10,6 +10,7 @@ A batch loss point is {"step": int, "loss": float}.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,6 +36,17 @@ METRIC_LABELS = {
 }
 
 Row = Mapping[str, Any]
+
+
+def plot_text(text: object) -> str:
+    """`text` as plotly shows it, character for character: a run label, a class name.
+
+    Plotly reads names, titles, tick labels and hover text as HTML (<b>, <a href>, <br>) and
+    decodes entities, so escaping is enough. `$` too: "$...$" is LaTeX where MathJax is loaded.
+
+        plot_text("<b>x</b>") == "&lt;b&gt;x&lt;/b&gt;"
+    """
+    return html.escape(str(text), quote=False).replace("$", "&#36;")
 
 
 def ema(values: Sequence[float], smoothing: float) -> list[float]:
@@ -76,12 +88,12 @@ def learning_curves(
             go.Scatter(
                 x=epochs,
                 y=[v * scale for v in ema(values, smoothing)],
-                name=label,
+                name=plot_text(label),
                 mode="lines+markers",
                 line={"color": RUN_COLORS[index % len(RUN_COLORS)]},
             )
         )
-    fig.update_layout(title=title or METRIC_LABELS[metric], hovermode="x unified")
+    fig.update_layout(title=plot_text(title or METRIC_LABELS[metric]), hovermode="x unified")
     fig.update_xaxes(title="epoch", tickformat="d")
     fig.update_yaxes(title=METRIC_LABELS[metric])
     return _tidy(fig)
@@ -179,12 +191,11 @@ def softened_bars(
     Pass student_probs=None to draw the teacher alone. Tensors are accepted.
     """
     fig = go.Figure()
+    names = [plot_text(name) for name in class_names]
     bars = (("teacher", teacher_probs, TEACHER_COLOR), ("student", student_probs, STUDENT_COLOR))
     for label, probs, color in bars:
         if probs is not None:
-            fig.add_trace(
-                go.Bar(x=list(class_names), y=_floats(probs), name=label, marker_color=color)
-            )
+            fig.add_trace(go.Bar(x=names, y=_floats(probs), name=label, marker_color=color))
     fig.update_layout(barmode="group", title=f"softened probabilities at T = {temperature:g}")
     fig.update_yaxes(title="probability", range=[0, 1])
     return _tidy(fig)
@@ -235,7 +246,7 @@ def topk_bars(
 
     topk_bars(top_k(probs[0], class_names), "student", color=STUDENT_COLOR)
     """
-    names = [name for name, _ in rows]
+    names = [plot_text(name) for name, _ in rows]
     probs = [float(p) for _, p in rows]
     fig = go.Figure(
         go.Bar(
@@ -247,7 +258,7 @@ def topk_bars(
             textposition="auto",
         )
     )
-    fig.update_layout(title=title, height=90 + 30 * max(len(rows), 1), showlegend=False)
+    fig.update_layout(title=plot_text(title), height=90 + 30 * max(len(rows), 1), showlegend=False)
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(autorange="reversed")
     return _tidy(fig)
@@ -361,7 +372,7 @@ def reliability_diagram(models: Mapping[str, Sequence[Row]]) -> go.Figure:
                 y=[row["accuracy"] * 100 for row in rows],
                 text=[f"{row['count']} images" for row in rows],
                 mode="lines+markers",
-                name=name,
+                name=plot_text(name),
                 line={"color": (TEACHER_COLOR, STUDENT_COLOR, *RUN_COLORS)[index % 9]},
             )
         )
@@ -374,11 +385,12 @@ def reliability_diagram(models: Mapping[str, Sequence[Row]]) -> go.Figure:
 def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str):
     """Rows: the true class; columns: the predicted one; each row as a share of its images."""
     shares = [[count / max(1, sum(row)) * 100 for count in row] for row in matrix]
+    names = [plot_text(name) for name in classes]
     fig = go.Figure(
         go.Heatmap(
             z=shares,
-            x=list(classes),
-            y=list(classes),
+            x=names,
+            y=names,
             text=[[str(count) for count in row] for row in matrix],
             texttemplate="%{text}",
             colorscale="Blues",
@@ -387,7 +399,7 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str], t
             colorbar={"title": "% of the class"},
         )
     )
-    fig.update_layout(title=title, xaxis_title="predicted", yaxis_title="true")
+    fig.update_layout(title=plot_text(title), xaxis_title="predicted", yaxis_title="true")
     fig.update_yaxes(autorange="reversed")
     return _tidy(fig)
 

@@ -10,6 +10,7 @@ from kdcore.plots import STUDENT_COLOR, TEACHER_COLOR, topk_bars
 from ui.context import cached_model, get_queue, init_state
 from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
+from ui.text import plain
 
 COLORS = {"teacher": TEACHER_COLOR, "student": STUDENT_COLOR}
 
@@ -41,7 +42,7 @@ def models_ui() -> dict:
         try:
             model, payload = cached_model(get_queue().run(run_id).checkpoint("best"))
         except CheckpointError as error:
-            st.error(f"The {name}'s weights cannot be used: {error}")
+            st.error(f"The {name}'s weights cannot be used: {plain(error)}")
             continue
         models[name] = (model, payload["classes"])
     return models
@@ -50,10 +51,10 @@ def models_ui() -> dict:
 def show_result(result: ClassifiedUpload, index: int) -> None:
     with st.container(border=True):
         if result.error:
-            st.error(result.error)
+            st.error(plain(result.error))
             return
         columns = st.columns([1, 1, 2, 2])
-        columns[0].image(result.image, caption=result.name, width="stretch")
+        columns[0].image(result.image, caption=plain(result.name), width="stretch")
         columns[1].image(enlarge(result.view), caption="32×32 model view", width="stretch")
         for column, (name, rows) in zip(columns[2:], result.top.items(), strict=False):
             column.plotly_chart(

@@ -8,11 +8,13 @@ from typing import Any
 import streamlit as st
 
 from kdcore.evaluation import read_evaluation
+from kdcore.models import TEACHER_ARCHS
 from kdcore.plots import confusion_heatmap, learning_curves, reliability_diagram
 from kdcore.runs import RunRecord
-from kdcore.study import comparison_rows
-from ui.context import get_queue, init_state
+from kdcore.study import STUDY_TEACHER_ARCH, Protocol, study_rows
+from ui.context import data_source, get_queue, init_state
 from ui.runs_view import legend_below, percent, run_picker, run_title, to_csv
+from ui.text import plain
 
 init_state({"compare.ids": None, "compare.smoothing": 0.0, "compare.which": "best"})
 
@@ -44,17 +46,45 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def study_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
+def study_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
             "setting": row["setting"],
             "study (%)": percent(row["study_acc"]),
             "ours (%)": percent(row["our_acc"]),
-            "our run": row["run_id"] or "–",
-            "our data": row["data"] or "–",
+            "± std": percent(row["our_std"]),
+            "n": row["n"],
+            "seeds": ", ".join(map(str, row["seeds"])) or "–",
+            "arch": row["arch"],
+            "stem": row["stem"] or "–",
+            "epochs": row["epochs"],
+            "subset": row["subset"],
+            "data": row["data"],
+            "our runs": ", ".join(row["run_ids"]) or "–",
         }
-        for row in comparison_rows(records)
+        for row in rows
     ]
+
+
+def study_ui(records: Sequence[RunRecord]) -> None:
+    """The study's rows beside ours, from runs in its protocol only, and what fills the others."""
+    st.subheader("The study's five settings beside ours")
+    arch = st.selectbox(
+        "Teachers", TEACHER_ARCHS, index=TEACHER_ARCHS.index(STUDY_TEACHER_ARCH),
+        key="compare.study_arch", help="The study's teachers are ResNet101s.",
+    )  # fmt: skip
+    data = data_source()
+    st.caption(
+        f"Ours: mean final test accuracy over seeds, from finished runs on {plain(data)} in the "
+        "study's protocol only: its full training split, 10 epochs, the row's architecture and "
+        "initialisation, T = 2 and alpha = 0.5, and a distilled student's teacher in its own row."
+    )
+    rows = study_rows(records, data, Protocol(teacher_arch=arch))
+    st.dataframe(study_table(rows), hide_index=True)
+    for row in rows:
+        if row["command"]:
+            st.caption(f"To fill “{plain(row['setting'])}”:")
+            st.code(row["command"], language="bash")
 
 
 def _rounded(value: float | None) -> float | None:
@@ -169,11 +199,6 @@ st.download_button(
     key="compare.table_csv_btn",
 )
 
-st.subheader("The study's five settings beside ours")
-st.caption(
-    "Ours: the newest finished run of each setting (best test accuracy). The study used "
-    "full CIFAR-10 and ResNet101 teachers."
-)
-st.dataframe(study_table(queue.runs()), hide_index=True)
+study_ui(queue.runs())
 calibration_ui([r for r in records if r.spec.role != "teacher"])
 downloads_ui(records)

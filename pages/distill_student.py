@@ -16,6 +16,7 @@ from ui.runs_view import (
     submit_ui,
     with_weights,
 )
+from ui.text import plain
 
 ALONE = "none: the student alone (baseline)"
 
@@ -105,7 +106,7 @@ def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
         summary = record.run_status.teacher_cache
         if record.spec.teacher == teacher.run_id and summary and summary["epochs_from_cache"]:
             st.success(
-                f"Run {record.run_id[-4:]} ({run_title(record)}) read "
+                f"Run {plain(record.run_id[-4:])} ({plain(run_title(record))}) read "
                 f"{epochs(summary['epochs_from_cache'])} from the teacher cache and saved "
                 f"{summary['seconds_saved']:.1f} s of teacher compute."
             )
@@ -129,7 +130,7 @@ if spec is not None:
     run_id = submit_ui(queue, lambda: spec)
     if run_id:
         st.session_state["distill.run_id"] = run_id
-        st.success(f"Queued {run_id}.")
+        st.success(f"Queued {plain(run_id)}.")
         records = queue.runs()
 
 waiting = queue_table(records)

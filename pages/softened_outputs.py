@@ -25,6 +25,7 @@ from kdcore.plots import softened_bars, temperature_curves
 from ui.context import cached_model, cached_split, get_queue, init_state
 from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
+from ui.text import plain
 
 SWEEP = np.geomspace(0.25, 20.0, 60).tolist()
 
@@ -35,7 +36,7 @@ def test_image_ui(data: str) -> Image.Image | None:
     """Pick a test image of the run's data by class and index; shows it."""
     status = source_status(data)
     if not status.ready:
-        st.warning(f"The run's data is not available here: {status.message}")
+        st.warning(f"The run's data is not available here: {plain(status.message)}")
         return None
     test = cached_split(data, "test")
     left, right = st.columns(2)
@@ -66,7 +67,7 @@ def uploaded_image_ui() -> Image.Image | None:
     try:
         return to_model_view(decode_image(upload.getvalue(), name=upload.name))
     except ImageDecodeError as error:
-        st.error(str(error))
+        st.error(plain(error))
         return None
 
 
@@ -77,7 +78,7 @@ def load_pair(teacher_id: str, student_id: str):
         teacher, teacher_payload = cached_model(queue.run(teacher_id).checkpoint("best"))
         student, student_payload = cached_model(queue.run(student_id).checkpoint("best"))
     except CheckpointError as error:
-        st.error(f"Cannot load the weights: {error}")
+        st.error(f"Cannot load the weights: {plain(error)}")
         return None
     if teacher_payload["classes"] != student_payload["classes"]:
         st.error(
@@ -146,8 +147,8 @@ row[0].metric("KL(teacher ‖ student)", f"{kl:.4g} nats")
 row[1].metric("teacher entropy", f"{float(entropy(p_teacher)):.3f} nats")
 row[2].metric("student entropy", f"{float(entropy(p_student)):.3f} nats")
 numbers.caption(
-    f"Teacher says {classes[int(p_teacher.argmax())]}, student says "
-    f"{classes[int(p_student.argmax())]}."
+    f"Teacher says {plain(classes[int(p_teacher.argmax())])}, student says "
+    f"{plain(classes[int(p_student.argmax())])}."
 )
 st.plotly_chart(
     softened_bars(classes, p_teacher, p_student, temperature),

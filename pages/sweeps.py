@@ -18,6 +18,7 @@ from kdcore.sweep import (
 )
 from ui.context import TABLE_POLL_SECONDS, data_source, get_queue, init_state
 from ui.runs_view import legend_below, percent, run_picker, run_title, to_csv, with_weights
+from ui.text import plain
 
 TEMPERATURES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -117,7 +118,7 @@ def sweep_view(values: dict[str, Any], polling: bool) -> None:
     try:
         evaluate_trials(spec, runs, queue.root)  # baselines against the sweep's teacher, once
     except RunError as error:
-        st.warning(f"Some trials could not be evaluated: {error}")
+        st.warning(f"Some trials could not be evaluated: {plain(error)}")
     summary = summarise(spec, runs, queue.root)
     finished = sum(record.status == "finished" for record in records.values())
     st.progress(
@@ -190,10 +191,10 @@ if spec is not None:
     try:
         sweep_id, runs = start_sweep(spec, queue.root)
         st.session_state["sweep.id"] = sweep_id
-        st.success(f"Sweep {sweep_id}: {len(runs)} runs queued (finished ones are kept).")
+        st.success(f"Sweep {plain(sweep_id)}: {len(runs)} runs queued (finished ones are kept).")
         queue.tick()
     except (SweepError, RunError) as error:
-        st.error(f"Not started: {error}")
+        st.error(f"Not started: {plain(error)}")
 
 sweeps = {values["id"]: values for values in list_sweeps(queue.root)}
 if not sweeps:

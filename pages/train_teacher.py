@@ -14,6 +14,7 @@ from kdcore.models import (
 from kdcore.runs import RunSpec
 from ui.context import data_source, get_queue, init_state
 from ui.runs_view import live_run_panel, run_picker, show_newest_active, submit_ui
+from ui.text import plain
 
 INIT_LABELS = {"scratch": "from scratch", "imagenet": "ImageNet weights", "file": "a weights file"}
 STEM_LABELS = {
@@ -119,7 +120,7 @@ def teacher_settings_ui() -> RunSpec | None:
 
 st.title("Train a teacher")
 st.caption(
-    f"Data: `{data_source()}` (change it in the sidebar). The run trains in the background: "
+    f"Data: {plain(data_source())} (change it in the sidebar). The run trains in the background: "
     "leave this page, reload or open a second tab, it goes on."
 )
 queue = get_queue()
@@ -128,7 +129,7 @@ if spec is not None:
     run_id = submit_ui(queue, lambda: spec)
     if run_id:
         st.session_state["teacher.run_id"] = run_id
-        st.success(f"Queued {run_id}.")
+        st.success(f"Queued {plain(run_id)}.")
 
 teachers = [r for r in queue.runs() if r.spec.role == "teacher"]
 show_newest_active("teacher.run_id", teachers)

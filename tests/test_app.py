@@ -1,4 +1,5 @@
-"""The dashboard through Streamlit's AppTest: every page, runs started and polled, bad input.
+"""The dashboard through Streamlit's AppTest: every page, runs started and polled, bad input,
+text from users shown as text.
 
 Runs train on the synthetic set with a few hundred images, so each takes seconds on a CPU.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -95,10 +97,51 @@ def poll_until(at: AppTest, done, timeout: float = 90.0) -> AppTest:
     return at
 
 
+HOSTILE = "![t](http://127.0.0.1:9/track.png) <b>x</b> :red[x]"
+MARKDOWN_FIELDS = {"body", "label", "text", "caption"}  # what Streamlit renders as markdown
+
+
+def markdown_on_page(at: AppTest) -> list[str]:
+    """Every string the page shows as markdown: text, alerts, metrics, progress, labels, captions.
+
+    Selectbox options, dataframes and charts are left out: Streamlit shows those as plain text.
+    """
+    found: list[str] = []
+
+    def walk(message) -> None:
+        for field, value in message.ListFields():
+            values = value if field.is_repeated else [value]
+            for item in values:
+                if field.message_type is not None:
+                    walk(item)
+                elif field.name in MARKDOWN_FIELDS and isinstance(item, str):
+                    found.append(item)
+
+    for node in [*at.main, *at.sidebar]:
+        if getattr(node, "proto", None) is not None and node.type != "plotly_chart":
+            walk(node.proto)
+    return found
+
+
+def shown_text(markdown: str) -> str:
+    """What markdown made by ui.text.plain shows: escapes resolved, word joiners dropped."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")
+
+
+def assert_shown_as_plain_text(at: AppTest) -> str:
+    """No markdown on the page has an unescaped image, link, HTML tag or directive; returns
+    what the page shows (escapes resolved, word joiners dropped)."""
+    texts = markdown_on_page(at)
+    for text in texts:
+        meaning = re.sub(r"\\.", "", text)  # the characters that still mean something
+        assert not re.search(r"!\[|\]\(|<|:[a-z-]+\[|https?://", meaning), text
+    return " ".join(shown_text(text) for text in texts)
+
+
 def test_home_shows_device_data_and_the_runs(trained):
     at = open_page()
     text = " ".join(m.value for m in at.markdown)
-    assert "CPU cores" in text and "`synthetic`" in text and "ready" in text
+    assert "CPU cores" in text and "**Data:** synthetic — ready" in text
     runs = at.dataframe[0].value
     assert sorted(runs["role"]) == ["distill", "student", "teacher"]
     assert set(runs["status"]) == {"finished"}
@@ -174,11 +217,10 @@ def test_compare_page_table_study_rows_and_downloads(trained):
     charts = {chart.proto.id: chart.proto.spec for chart in at.get("plotly_chart")}
     titles = " ".join(charts.values())
     assert "reliability" in titles and '"text":"teacher"' in titles and '"text":"student"' in titles
-    study = at.dataframe[1].value
-    assert len(study) == 5
-    filled = study[study["our run"] != "–"]["setting"].tolist()
-    assert filled == ["teacher from scratch", "student distilled from the scratch teacher",
-                      "student alone (no teacher)"]  # fmt: skip
+    study = at.dataframe[1].value  # the runs are on synthetic data: none is the study's protocol
+    assert len(study) == 5 and (study["our runs"] == "–").all() and (study["n"] == 0).all()
+    commands = [code.value for code in at.code]
+    assert len(commands) == 5 and all("the CIFAR-10 classes" in c for c in commands)
     assert len(at.get("download_button")) == 3
     at.slider(key="compare.smoothing").set_value(0.6).run()
     assert not at.exception
@@ -205,7 +247,7 @@ def test_classify_uploads_each_file_on_its_own(trained):
     at.get("file_uploader")[0].set_value(files)
     at.run()
     assert not at.exception
-    errors = [e.value for e in at.error]
+    errors = [shown_text(e.value) for e in at.error]
     assert len(errors) == 2 and "empty.png is empty" in errors[0] and "notes.jpg" in errors[1]
     assert len(at.get("plotly_chart")) == 4  # teacher and student top-k for the two good files
 
@@ -325,3 +367,30 @@ def test_every_page_draws_beside_a_damaged_run_folder(trained_root, tmp_path, mo
                  "softened_outputs", "classify_images"):  # fmt: skip
         at.switch_page(f"pages/{page}.py").run()
         assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def test_text_from_users_is_shown_as_plain_text_on_every_page(trained_root, tmp_path,
+                                                               monkeypatch):  # fmt: skip
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)
+    for config in root.glob("*/config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "label": HOSTILE}))
+    at = open_page()
+    at.sidebar.selectbox(key="app.data_choice").set_value("a folder or archive").run()
+    at.sidebar.text_input(key="app.data_folder").set_value(f"{tmp_path}/{HOSTILE}").run()
+    assert HOSTILE.replace("//", "/") in assert_shown_as_plain_text(at)
+    at.switch_page("pages/train_teacher.py").run()
+    assert f"Data: {tmp_path}/{HOSTILE}" in assert_shown_as_plain_text(at)
+    at.switch_page("pages/distill_student.py").run()
+    assert f"{HOSTILE} · " in assert_shown_as_plain_text(at)
+    for page in ("sweeps", "compare_runs", "softened_outputs"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert_shown_as_plain_text(at)
+    at.switch_page("pages/classify_images.py").run()
+    files = [(f"{HOSTILE}.png", png_bytes(), "image/png"),
+             (f"{HOSTILE}.jpg", b"not an image", "image/jpeg")]  # fmt: skip
+    at.get("file_uploader")[0].set_value(files)
+    at.run()
+    shown = assert_shown_as_plain_text(at)
+    assert f"{HOSTILE}.png" in shown and f"{HOSTILE}.jpg" in shown

@@ -2,7 +2,8 @@
 
 Starts a run from the home page, watches its live chart grow, stops it, classifies an uploaded
 image with a teacher and a student trained before the server started, and visits every page,
-saving a screenshot of each to artifacts/screenshots/. Then kills the server with -9 while a run
+saving a screenshot of each to artifacts/screenshots/. Visits every page with a run labelled as a
+markdown image and finds no request leaving the server. Then kills the server with -9 while a run
 trains, starts it again and finds the run still training, and kills the run with -9.
 """
 
@@ -20,6 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
@@ -42,6 +44,7 @@ PAGES = {  # url path -> a text the page shows when it is drawn
     "softened_outputs": "Softened outputs",
     "classify_images": "Classify images",
 }
+HOSTILE_LABEL = "![t](http://127.0.0.1:9/track.png) <b>x</b> :red[x]"  # a student's run label
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
 if not CHROMIUM.is_file():
@@ -70,11 +73,12 @@ def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 60.0) -> N
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny finished teacher and student, made with kdcore before the server starts."""
+    """A tiny finished teacher and student (labelled HOSTILE_LABEL), made before the server."""
     root = tmp_path_factory.mktemp("e2e") / "checkpoints"
     teacher = RunSpec(role="teacher", data="synthetic", arch="cifarnet", epochs=1,
                       train_subset=256, batch_size=32, label="e2e teacher")  # fmt: skip
-    student = RunSpec(role="student", data="synthetic", epochs=1, train_subset=512, batch_size=64)
+    student = RunSpec(role="student", data="synthetic", epochs=1, train_subset=512, batch_size=64,
+                      label=HOSTILE_LABEL)  # fmt: skip
     for spec in (teacher, student):
         execute_run(create_run(spec, root), root, device="cpu")
     return root
@@ -240,6 +244,46 @@ def test_every_page_draws(page, server, path):
     name = {"train_teacher": "2_teacher", "compare_runs": "4_compare", "softened_outputs":
             "5_softened"}[path]  # fmt: skip
     screenshot(page, name)
+
+
+def leaves_the_server(url: str, server: str) -> bool:
+    parts, home = urlsplit(url), urlsplit(server)
+    local = (parts.hostname, parts.port) == (home.hostname, home.port)
+    return parts.scheme not in ("data", "blob") and not local
+
+
+def show_hostile_run(tab, timeout: float = 10.0) -> bool:
+    """Pick the hostile-labelled run on the Distil page; whether its label heads the panel as
+    text (the text has invisible word joiners in it, see ui/text.py)."""
+    tab.get_by_role("combobox", name="Run shown below").fill("track.png")
+    tab.get_by_role("option", name=HOSTILE_LABEL).click()
+    headers = tab.locator('[data-testid="stMarkdownContainer"] strong')
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(HOSTILE_LABEL in text.replace("\u2060", "") for text in headers.all_inner_texts()):
+            return True
+        tab.wait_for_timeout(300)
+    return False
+
+
+def test_no_request_leaves_the_server_and_labels_show_as_text(page, server):
+    """Favicon, fonts, icons: all from this server; a run label that is a markdown image is text."""
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1800})
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    try:
+        tab = context.new_page()
+        tab.on("websocket", lambda socket: requests.append(socket.url))
+        for path in PAGES:
+            open_page(tab, server, path)
+            if path == "distill_student":
+                label_shown = show_hostile_run(tab)
+            tab.wait_for_timeout(500)  # late requests: images, the favicon
+    finally:
+        context.close()
+    outside = [url for url in requests if leaves_the_server(url, server)]
+    assert requests and not outside, outside
+    assert label_shown
 
 
 def test_server_log_is_clean(server, runs_root):

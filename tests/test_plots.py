@@ -1,5 +1,6 @@
-"""Figure builders: trace counts, units, smoothing, and empty data."""
+"""Figure builders: trace counts, units, smoothing, empty data, and labels shown as text."""
 
+import html
 import statistics
 
 import pytest
@@ -13,6 +14,7 @@ from kdcore.plots import (
     ema,
     learning_curves,
     live_run_figure,
+    plot_text,
     reliability_diagram,
     softened_bars,
     sweep_heatmap,
@@ -191,3 +193,49 @@ def test_reliability_diagram_draws_each_model_over_the_diagonal():
     fig = reliability_diagram({"teacher": rows, "student": rows[:1]})
     assert [trace.name for trace in fig.data] == ["calibrated", "teacher", "student"]
     assert list(fig.data[1].x) == [50.0, 90.0] and list(fig.data[1].y) == [40.0, 95.0]
+
+
+HOSTILE = '<a href="http://127.0.0.1:9/">x</a> <b>y</b> &amp; $z$ <br>'
+
+
+def figure_strings(fig) -> list[str]:
+    """Every string of a figure's traces and layout (its template aside)."""
+    found, layout = [], fig.to_plotly_json()["layout"]
+    layout.pop("template", None)
+
+    def walk(value):
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk([fig.to_plotly_json()["data"], layout])
+    return found
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: learning_curves({HOSTILE: metrics_rows([0.5])}, title=HOSTILE),
+        lambda: softened_bars([HOSTILE, "dog"], [0.7, 0.3], [0.6, 0.4], temperature=2.0),
+        lambda: topk_bars([(HOSTILE, 0.6), ("dog", 0.4)], HOSTILE),
+        lambda: confusion_heatmap([[1, 0], [0, 1]], [HOSTILE, "dog"], HOSTILE),
+        lambda: reliability_diagram({HOSTILE: [{"confidence": 0.5, "accuracy": 0.5, "count": 1}]}),
+    ],
+    ids=["learning_curves", "softened_bars", "topk_bars", "confusion_heatmap", "reliability"],
+)
+def test_labels_and_class_names_reach_plotly_as_text_not_html(build):
+    """Legend names, tick labels, hover text and titles: plotly decodes entities, reads tags."""
+    strings = figure_strings(build())
+    assert not any("<" in text or "$" in text for text in strings), strings
+    assert HOSTILE in [html.unescape(text) for text in strings]
+
+
+def test_plot_text_escapes_html_and_leaves_ordinary_text():
+    assert plot_text("<b>x</b> & $y$") == "&lt;b&gt;x&lt;/b&gt; &amp; &#36;y&#36;"
+    for ordinary in ("distilled T=4 α=0.5 · 81.2% · ab12", 'this cell\'s "runs"'):
+        assert plot_text(ordinary) == ordinary

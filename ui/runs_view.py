@@ -22,6 +22,7 @@ from kdcore.progress import format_seconds
 from kdcore.runs import RunError, RunRecord, stop_requested_at
 from kdcore.scheduler import RunQueue
 from ui.context import POLL_SECONDS, batch_tail
+from ui.text import plain
 
 
 def run_title(record: RunRecord) -> str:
@@ -143,7 +144,7 @@ def submit_ui(queue: RunQueue, make_spec: Callable[[], Any]) -> str | None:
     try:
         return queue.submit(make_spec())
     except (RunError, ValueError) as error:
-        st.error(f"Not started: {error}")
+        st.error(f"Not started: {plain(error)}")
         return None
 
 
@@ -161,7 +162,7 @@ def live_run_panel(
     try:
         record = queue.run(run_id)
     except RunError as error:
-        st.warning(str(error))
+        st.warning(plain(error))
         return
     if record.active:
         st.fragment(run_every=POLL_SECONDS)(_poll_live_run)(
@@ -182,7 +183,7 @@ def _poll_live_run(queue: RunQueue, run_id: str, key: str, overlay, drawn_status
 
 def _draw_run(queue: RunQueue, record: RunRecord, key: str, overlay) -> None:
     status, metrics = record.run_status, list(record.metrics)
-    st.markdown(f"**{run_title(record)}** &nbsp; `{record.run_id}`")
+    st.markdown(f"**{plain(run_title(record))}** &nbsp; {plain(record.run_id)}")
     _status_line(record)
     columns = st.columns(4)
     last = metrics[-1] if metrics else {}
@@ -202,7 +203,7 @@ def _draw_run(queue: RunQueue, record: RunRecord, key: str, overlay) -> None:
                 queue.stop(record.run_id)
                 st.toast("Stopping at the next batch...")
             except RunError as error:
-                st.warning(str(error))
+                st.warning(plain(error))
     steps = status.total_steps // status.epochs if status.epochs else None
     batch_losses = batch_tail(str(record.folder)).read()
     st.plotly_chart(
@@ -227,15 +228,15 @@ def _status_line(record: RunRecord) -> None:
             "(stored, so later runs from this teacher skip it)",
         )
     elif record.status == "running" and status.total_steps:
-        text = f"running · {status.phase} · step {status.step}/{status.total_steps}"
+        text = f"running · {plain(status.phase)} · step {status.step}/{status.total_steps}"
         st.progress(record.progress, text=text)
     elif record.status == "running":
-        st.progress(0.0, text=f"running · {status.phase}")
+        st.progress(0.0, text=f"running · {plain(status.phase)}")
     elif record.status == "queued":
         st.progress(0.0, text="queued · waits for the runs before it")
     else:
         error = status.error if record.status != "finished" else None
-        st.progress(record.progress, text=f"{record.status}" + (f": {error}" if error else ""))
+        st.progress(record.progress, text=record.status + (f": {plain(error)}" if error else ""))
 
 
 def queue_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
