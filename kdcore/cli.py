@@ -157,7 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
     sweep.add_argument("--no-baseline", action="store_true", help="no student-alone runs")
     sweep.add_argument(
-        "--parallel", type=int, help="trials at once (default: $KDCORE_MAX_RUNS, else 1 on a CPU)"
+        "--parallel",
+        type=_positive_int,
+        help="trials at once (local default: $KDCORE_MAX_RUNS, else 1 on a CPU; with ray: as "
+        "many as the cluster fits)",
+    )
+    sweep.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this machine's run queue (the default); ray: Ray tasks on a local Ray or "
+        "a cluster (pip install -r requirements-cluster.txt)",
+    )
+    sweep.add_argument(
+        "--ray-address",
+        help="with --executor ray: the cluster's head, HEAD:6379 or ray://HEAD:10001 (default: "
+        "$RAY_ADDRESS, else a local Ray started for the sweep)",
+    )
+    sweep.add_argument(
+        "--trial-cpus", type=_positive_int, help="with --executor ray: CPUs per trial (1)"
+    )
+    sweep.add_argument(
+        "--trial-gpus",
+        type=_gpu_share,
+        help="with --executor ray: GPUs per trial, a fraction lets trials share a card (0)",
     )
     _training_flags(sweep, seed=False)
 
@@ -447,23 +470,52 @@ def run_sweep(args: argparse.Namespace) -> int:
         training=training,
         label=args.label,
     )
-    sweep_id, runs = sweep.start_sweep(spec, args.out)
-    print(f"sweep {sweep_id}: {len(runs)} trials -> {sweep.sweep_dir(sweep_id, args.out)}",
-          file=sys.stderr)  # fmt: skip
-    try:
-        records = sweep.run_trials(list(runs.values()), args.out, args.parallel, _SweepProgress())
-    except KeyboardInterrupt:
-        queue = RunQueue(args.out, max_running=1)
-        for run_id in runs.values():
-            if queue.run(run_id).active:
-                queue.stop(run_id)
-        raise
+    with _trial_runner(args, spec) as run_trials:  # Ray: checked and joined before any run exists
+        sweep_id, runs = sweep.start_sweep(spec, args.out)
+        print(f"sweep {sweep_id}: {len(runs)} trials -> {sweep.sweep_dir(sweep_id, args.out)}",
+              file=sys.stderr)  # fmt: skip
+        try:
+            records = run_trials(list(runs.values()), args.out, args.parallel, _SweepProgress())
+        except KeyboardInterrupt:
+            queue = RunQueue(args.out, max_running=1)
+            for run_id in runs.values():
+                if queue.run(run_id).active:
+                    queue.stop(run_id)
+            raise
     sweep.evaluate_trials(spec, runs, args.out)
     summary = sweep.summarise(spec, runs, args.out)
     print_sweep_table(summary)
     failed = {r.run_id: r.run_status.error for r in records if r.status != "finished"}
     print(json.dumps({"sweep_id": sweep_id, "trials": runs, "failed": failed, **summary}))
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _trial_runner(args: argparse.Namespace, spec):
+    """The sweep's trial runner: this machine's run queue, or Ray tasks (same signature)."""
+    from kdcore import sweep
+
+    ray_flags = (args.ray_address, args.trial_cpus, args.trial_gpus)
+    if args.executor == "local":
+        if any(flag is not None for flag in ray_flags):
+            raise RunError("--ray-address, --trial-cpus and --trial-gpus need --executor ray.")
+        yield sweep.run_trials
+        return
+    from kdcore.cluster import ray_trials
+
+    cpus, gpus = args.trial_cpus or 1, args.trial_gpus or 0.0
+    with ray_trials(spec, args.out, args.ray_address, cpus, gpus) as run_trials:
+        yield run_trials
+
+
+def _gpu_share(value: str) -> float:
+    try:
+        share = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 <= share < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number, 0 or more (got {value})")
+    return share
 
 
 class _SweepProgress:

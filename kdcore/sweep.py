@@ -7,6 +7,10 @@ finished trials are kept, the others get a fresh run. Distilled trials of one se
 views, so the teacher's outputs are computed once per seed (`kdcore.teacher_cache` lets one
 process compute an epoch while the others wait for it) and every later trial reads them.
 
+Trials run through a `TrialRunner`: `run_trials` here (this machine's run queue, the default) or
+`kdcore.cluster.RayExecutor.run_trials` (Ray tasks, on a local Ray or a cluster). Both take the
+trials' run ids and return their records, so a sweep does not care which one trains it.
+
 >>> spec = SweepSpec(teacher="RUN", temperatures=(1, 4), alphas=(0.5,), seeds=(0, 1))
 >>> [trial.key for trial in spec.trials()]
 ['alone-s0', 'alone-s1', 'T1-a0.5-s0', 'T1-a0.5-s1', 'T4-a0.5-s0', 'T4-a0.5-s1']
@@ -45,6 +49,11 @@ TRAINING_FIELDS = (
     "data", "epochs", "train_subset", "val_split", "batch_size", "optimizer", "lr",
     "weight_decay", "label_smoothing",
 )  # fmt: skip
+
+
+TrialRunner = Callable[..., list[RunRecord]]
+"""(run_ids, root, max_running=None, on_progress=..., poll_seconds=1.0) -> the trials' records,
+once none of them is queued or running; `on_progress(records)` is called on every poll."""
 
 
 class SweepError(RunError):
@@ -134,6 +143,9 @@ def validate_sweep(spec: SweepSpec, root: Path = DEFAULT_ROOT) -> None:
             validate(trial.spec, root)
         except RunError as error:
             raise SweepError(f"Trial {trial.key}: {error}") from error
+    folder = sweep_dir(spec.sweep_id, root)
+    if (folder / SWEEP_FILE).exists():
+        read_sweep(folder)  # a sweep to resume whose sweep.json is corrupt: SweepError
 
 
 def sweep_dir(sweep_id: str, root: Path = DEFAULT_ROOT) -> Path:
@@ -209,7 +221,7 @@ def run_trials(
 ) -> list[RunRecord]:
     """Train queued trials to the end on this machine's run queue; returns their records.
 
-    The one place a sweep's trials are executed: another executor (a cluster) replaces this.
+    The local `TrialRunner`; `kdcore.cluster.RayExecutor.run_trials` is the cluster's.
     """
     from kdcore.scheduler import RunQueue, default_max_running
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -86,6 +87,19 @@ def test_a_corrupt_sweep_file_is_a_clear_error(tmp_path):
         read_sweep(folder)
     with pytest.raises(SweepError, match="No sweep"):
         read_sweep(tmp_path / "sweeps" / "other")
+
+
+def test_a_sweep_whose_folder_is_corrupt_is_refused_before_any_run(teacher_root):
+    root, teacher = teacher_root
+    spec = grid(teacher, label="corrupt")
+    folder = sweep_dir(spec.sweep_id, root)
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text("{not json")
+    before = {r.run_id for r in list_runs(root)}
+    with pytest.raises(SweepError, match="corrupt"):
+        start_sweep(spec, root)
+    assert {r.run_id for r in list_runs(root)} == before
+    shutil.rmtree(folder)  # the module's root is shared with the tests below
 
 
 def test_a_sweep_shares_its_teacher_pass_resumes_and_summarises(teacher_root):
