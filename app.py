@@ -7,6 +7,9 @@ page, reloading or restarting the server keeps it going.
 
 from __future__ import annotations
 
+import ui.startup  # first: see its docstring
+
+# isort: split
 from pathlib import Path
 
 import streamlit as st
@@ -22,8 +25,10 @@ from ui.context import (
     device_summary,
     get_queue,
     init_state,
+    remember_data_source,
 )
-from ui.runs_view import show_runs_table, submit_ui
+from ui.deletion import delete_runs_ui
+from ui.runs_view import RunFilter, run_filter_ui, show_runs_table, submit_ui
 from ui.text import plain
 
 ICON = Path(__file__).parent / "ui" / "favicon.png"  # served by this server: no font CDN
@@ -55,6 +60,7 @@ def data_source_ui() -> str:
         "Data for new runs",
         DATA_CHOICES,
         key="app.data_choice",
+        bind="query-params",  # a link reproduces the view: ?app.data_choice=...
         help="synthetic: a generated 10-class set that works offline. "
         "cifar10: data/cifar10 (downloaded once when online). "
         "A folder: train/<class>/ and test/<class>/ images, or a "
@@ -62,12 +68,15 @@ def data_source_ui() -> str:
     )
     source = choice
     if choice == FOLDER_CHOICE:
-        source = st.sidebar.text_input("Folder or archive path", key="app.data_folder").strip()
+        source = st.sidebar.text_input(
+            "Folder or archive path", key="app.data_folder", bind="query-params"
+        ).strip()
     st.session_state[DATA_SOURCE_KEY] = source
     status = source_status(source) if source else None
     if status is None:
         st.sidebar.warning("Type a folder path.")
     elif status.ready:
+        remember_data_source(source)
         st.sidebar.caption(f":material/check_circle: {plain(status.message)}")
     else:
         st.sidebar.warning(plain(status.message))
@@ -95,8 +104,13 @@ def home() -> None:
     )
     quick_start_ui(queue)
     st.subheader("Runs")
-    polling = bool(queue.queue())
-    st.fragment(run_every=TABLE_POLL_SECONDS if polling else None)(_runs_list)(queue, polling)
+    records = queue.runs()
+    run_filter = run_filter_ui(records, key="home.filter")
+    polling = any(record.active for record in records)
+    st.fragment(run_every=TABLE_POLL_SECONDS if polling else None)(_runs_list)(
+        queue, polling, run_filter
+    )
+    delete_runs_ui(queue, run_filter(records), key="home.delete")
 
 
 def quick_start_ui(queue) -> None:
@@ -124,11 +138,11 @@ def quick_start_ui(queue) -> None:
             st.switch_page("pages/train_teacher.py")
 
 
-def _runs_list(queue, polling: bool) -> None:
+def _runs_list(queue, polling: bool, run_filter: RunFilter) -> None:
     records = queue.runs()
     if polling and not any(record.active for record in records):
         st.rerun()  # the last active run ended: redraw once, without polling
-    show_runs_table(records, key="home.runs_table")
+    show_runs_table(run_filter(records), key="home.runs_table", total=len(records))
 
 
 st.set_page_config(page_title="kdcore · distillation", page_icon=ICON, layout="wide")
@@ -148,4 +162,5 @@ navigation = st.navigation(
         ),
     ]
 )
+ui.startup.entered_through_app()
 navigation.run()

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from kdcore.files import atomic_write_text
+
 BATCH_LOG = "batches.csv"
 FLUSH_SECONDS = 0.5
 MAX_BATCH_POINTS = 3000  # batch losses kept for a live curve; older ones are thinned beyond it
@@ -50,9 +52,7 @@ def truncate_batch_log(folder: Path, epochs: int) -> None:
     except FileNotFoundError:
         return
     kept = [line for line in lines if _epoch_of(line) is not None and _epoch_of(line) <= epochs]
-    temporary = path.with_name(f".{BATCH_LOG}.{os.getpid()}.tmp")
-    temporary.write_text("".join(kept))
-    os.replace(temporary, path)
+    atomic_write_text(path, "".join(kept))
 
 
 def _epoch_of(line: str) -> int | None:

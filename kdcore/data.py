@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from kdcore.checkpoints import atomic_torch_save
+from kdcore.files import atomic_write_text
 from kdcore.inference import MAX_IMAGE_BYTES, ImageDecodeError, open_image
 
 SYNTHETIC = "synthetic"
@@ -202,9 +203,7 @@ def list_source(source: str, cache_dir: str | Path | None = None) -> SourceListi
         {split: sum(1 for s, _, _ in files if s == split) for split in SPLITS},
     )
     record.parent.mkdir(parents=True, exist_ok=True)
-    temporary = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({"classes": listing.classes, "images": listing.images}))
-    os.replace(temporary, record)
+    atomic_write_text(record, json.dumps({"classes": listing.classes, "images": listing.images}))
     return listing
 
 

@@ -24,6 +24,7 @@ from kdcore.checkpoints import CheckpointError, load_model, read_checkpoint, sav
 from kdcore.data import ImageSet, load_split, require_same_classes, source_fingerprint
 from kdcore.engine import Callback, Distillation, FitResult, fit, pick_device
 from kdcore.evaluation import evaluate_run
+from kdcore.files import atomic_write_text
 from kdcore.models import build_model, build_teacher
 from kdcore.runs import (
     DEFAULT_ROOT,
@@ -171,9 +172,7 @@ class RunRecorder(Callback):
         self.epochs_done = len(history)
         self.best_acc = max((row[_chosen_on(row)] for row in history), default=-1.0)
         lines = "".join(json.dumps(row) + "\n" for row in history)
-        temporary = self.folder / f".{METRICS_FILE}.{os.getpid()}.tmp"
-        temporary.write_text(lines)
-        os.replace(temporary, self.folder / METRICS_FILE)
+        atomic_write_text(self.folder / METRICS_FILE, lines)
         truncate_batch_log(self.folder, len(history))
 
     def on_train_state(self, epoch: int, state: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import re
 import secrets
 import time
@@ -30,6 +29,7 @@ from kdcore.data import (
     source_status,
 )
 from kdcore.engine import TrainConfig
+from kdcore.files import atomic_write_text
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE, check_distillation_settings
 from kdcore.models import (
     DEFAULT_STEM,
@@ -301,10 +301,8 @@ def stop_requested_at(folder: Path) -> float | None:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Replace a JSON file atomically (a temporary file per process, then a rename)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=2))
-    os.replace(temporary, path)
+    """Replace a JSON file atomically (a temporary file per writer, then a rename)."""
+    atomic_write_text(path, json.dumps(payload, indent=2))
 
 
 def read_json(path: Path) -> dict[str, Any]:

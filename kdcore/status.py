@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdcore.files import atomic_write_text
+
 STATUS_VERSION = 1
 STATES = ("queued", "running", "finished", "stopped", "failed", "interrupted")
 ACTIVE = ("queued", "running")
@@ -177,9 +179,7 @@ def read_status(folder: Path) -> RunStatus:
 def write_status(folder: Path, status: RunStatus) -> None:
     """Replace a run's status.json atomically: a reader sees the old file or the new one."""
     path = folder / STATUS_FILE
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(status.to_dict(), indent=1))
-    os.replace(temporary, path)
+    atomic_write_text(path, json.dumps(status.to_dict(), indent=1))
 
 
 def this_process(**fields: Any) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ui.startup  # first: see its docstring
+
+# isort: split
 import streamlit as st
 
 from kdcore.checkpoints import CheckpointError
@@ -11,6 +14,8 @@ from ui.context import cached_model, get_queue, init_state
 from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
 from ui.text import plain
+
+ui.startup.through_app()
 
 COLORS = {"teacher": TEACHER_COLOR, "student": STUDENT_COLOR}
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ui.startup  # first: see its docstring
+
+# isort: split
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,14 +12,23 @@ import streamlit as st
 
 from kdcore.evaluation import read_evaluation
 from kdcore.models import TEACHER_ARCHS
-from kdcore.plots import confusion_heatmap, learning_curves, reliability_diagram
+from kdcore.plots import (
+    confusion_heatmap,
+    distillation_terms_figure,
+    learning_curves,
+    per_class_accuracy,
+    reliability_diagram,
+)
 from kdcore.runs import RunRecord
 from kdcore.study import STUDY_TEACHER_ARCH, Protocol, study_rows
 from ui.context import data_source, get_queue, init_state
-from ui.runs_view import legend_below, percent, run_picker, run_title, to_csv
+from ui.runs_view import chart_colors, legend_below, percent, run_picker, run_title, to_csv
 from ui.text import plain
 
+ui.startup.through_app()
+
 init_state({"compare.ids": None, "compare.smoothing": 0.0, "compare.which": "best"})
+init_state({"compare.log_loss": False})
 
 
 def summary_row(record: RunRecord) -> dict[str, Any]:
@@ -121,6 +133,12 @@ def calibration_ui(records: Sequence[RunRecord]) -> None:
         key="compare.student_confusion",
         width="stretch",
     )
+    confusions = {"teacher": report["teacher_confusion"]} if report.get("teacher_confusion") else {}
+    st.plotly_chart(
+        per_class_accuracy(classes, {**confusions, "student": report.get("confusion", [])}),
+        key="compare.per_class_chart",
+        width="stretch",
+    )
 
 
 def downloads_ui(records: Sequence[RunRecord]) -> None:
@@ -153,6 +171,39 @@ def downloads_ui(records: Sequence[RunRecord]) -> None:
     )
 
 
+@st.fragment
+def curves_ui(
+    series: dict[str, list[dict[str, Any]]], colors: dict[str, str | None], distilled: list[str]
+) -> None:
+    """The curves with their smoothing and log-scale controls. A fragment: moving the slider
+    redraws these charts only, not the tables and the other charts of the page."""
+    smoothing_column, log_column = st.columns([4, 1], vertical_alignment="bottom")
+    smoothing = smoothing_column.slider(
+        "Smoothing", 0.0, 0.95, step=0.05, key="compare.smoothing", persist_state="session",
+        help="An exponential moving average, as TensorBoard's; the raw curve stays faint.",
+    )  # fmt: skip
+    log_loss = log_column.toggle(
+        "Log-scale losses", key="compare.log_loss", persist_state="session"
+    )
+    left, right = st.columns(2)
+    left.plotly_chart(
+        legend_below(learning_curves(series, "test_acc", smoothing, colors=colors)),
+        key="compare.acc_chart",
+        width="stretch",
+    )
+    right.plotly_chart(
+        legend_below(
+            learning_curves(series, "test_loss", smoothing, colors=colors, log_y=log_loss)
+        ),
+        key="compare.loss_chart",
+        width="stretch",
+    )
+    if distilled:
+        terms = {label: series[label] for label in distilled}
+        figure = distillation_terms_figure(terms, smoothing, colors=colors, log_y=log_loss)
+        st.plotly_chart(legend_below(figure), key="compare.terms_chart", width="stretch")
+
+
 st.title("Compare runs")
 queue = get_queue()
 records = [r for r in queue.runs() if r.metrics]
@@ -171,20 +222,11 @@ chosen = st.multiselect(
     persist_state="session",
     format_func=lambda rid: run_title(by_id[rid]),
 )
-smoothing = st.slider(
-    "Smoothing", 0.0, 0.95, step=0.05, key="compare.smoothing", persist_state="session"
-)
-series = {run_title(by_id[rid]): list(by_id[rid].metrics) for rid in chosen}
-left, right = st.columns(2)
-left.plotly_chart(
-    legend_below(learning_curves(series, "test_acc", smoothing)),
-    key="compare.acc_chart",
-    width="stretch",
-)
-right.plotly_chart(
-    legend_below(learning_curves(series, "test_loss", smoothing)),
-    key="compare.loss_chart",
-    width="stretch",
+colors = chart_colors(queue)
+curves_ui(
+    {run_title(by_id[rid]): list(by_id[rid].metrics) for rid in chosen},
+    {run_title(by_id[rid]): colors.get(rid) for rid in chosen},
+    distilled=[run_title(by_id[rid]) for rid in chosen if by_id[rid].spec.role == "distill"],
 )
 
 table = [summary_row(by_id[rid]) for rid in chosen]

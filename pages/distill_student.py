@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ui.startup  # first: see its docstring
+
+# isort: split
 import streamlit as st
 
-from kdcore.runs import RunRecord, RunSpec
+from kdcore.data import DataError, list_source
+from kdcore.runs import RunError, RunRecord, RunSpec, check_teacher, teacher_data_warning
 from kdcore.teacher_cache import cached_epoch_files
 from ui.context import data_source, get_queue, init_state
 from ui.runs_view import (
+    EPOCHS_HELP,
+    SUBSET_HELP,
     live_run_panel,
     queue_table,
     run_picker,
@@ -18,6 +24,8 @@ from ui.runs_view import (
 )
 from ui.text import plain
 
+ui.startup.through_app()
+
 ALONE = "none: the student alone (baseline)"
 
 init_state(
@@ -27,14 +35,38 @@ init_state(
         "distill.epochs": 10,
         "distill.subset": 0,
         "distill.seed": 0,
+        "distill.label": "",
         "distill.overlay": None,  # None until the page first picks the baseline
     }
 )
 
 
-def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
+def teacher_suits_ui(teacher_id: str) -> bool:
+    """Refuse a teacher whose classes differ from the data's (or a student given as one), and
+    warn when the same classes came from other images."""
+    spec = RunSpec(role="distill", data=data_source(), teacher=teacher_id)
+    try:
+        check_teacher(spec, list_source(spec.data).classes["train"], queue.root)
+    except (RunError, DataError) as error:
+        st.error(f"This teacher cannot teach on this data: {plain(error)}")
+        return False
+    warning = teacher_data_warning(spec, queue.root)
+    if warning:
+        st.warning(plain(warning))
+    return True
+
+
+def student_settings_ui(teacher_id: str | None, startable: bool = True) -> RunSpec | None:
     """T, alpha, epochs, subset, seed and Start; returns the spec when Start is pressed."""
     with st.form("distill.form"):
+        name = st.text_input(
+            "Name (optional)",
+            key="distill.label",
+            persist_state="session",
+            max_chars=80,
+            placeholder="e.g. T=4 from the resnet18 teacher",
+            help="Your name for this run: it heads the run wherever it is shown.",
+        )
         left, right = st.columns(2)
         temperature = left.slider(
             "Temperature T",
@@ -43,7 +75,9 @@ def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
             step=0.5,
             key="distill.temperature",
             persist_state="session",
-            help="Softens both models' outputs: softmax(z / T).",
+            help="Softens both models' outputs, softmax(z / T): a higher T spreads the "
+            "teacher's probability over more classes, so the student also learns which wrong "
+            "classes look alike.",
             disabled=teacher_id is None,
         )
         alpha = right.slider(
@@ -53,10 +87,17 @@ def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
             step=0.05,
             key="distill.alpha",
             persist_state="session",
+            help="How much of the loss comes from matching the teacher's softened outputs; the "
+            "rest, 1 - alpha, from the true labels. 0 ignores the teacher, 1 ignores the labels.",
             disabled=teacher_id is None,
         )
         epochs = left.number_input(
-            "Epochs", min_value=0, step=1, key="distill.epochs", persist_state="session"
+            "Epochs",
+            min_value=0,
+            step=1,
+            key="distill.epochs",
+            persist_state="session",
+            help=EPOCHS_HELP,
         )
         subset = right.number_input(
             "Training images (0 = all)",
@@ -64,12 +105,13 @@ def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
             step=500,
             key="distill.subset",
             persist_state="session",
+            help=SUBSET_HELP,
         )
         seed = left.number_input(
             "Seed", min_value=0, step=1, key="distill.seed", persist_state="session"
         )
         label = "Start distillation" if teacher_id else "Start the student alone"
-        started = st.form_submit_button(label, type="primary")
+        started = st.form_submit_button(label, type="primary", disabled=not startable)
     if not started:
         return None
     role = "distill" if teacher_id else "student"
@@ -82,6 +124,7 @@ def student_settings_ui(teacher_id: str | None) -> RunSpec | None:
         temperature=float(temperature),
         alpha=float(alpha),
         seed=int(seed),
+        label=name.strip(),
     )
 
 
@@ -121,11 +164,14 @@ teacher_id = run_picker(
     with_weights(records, ["teacher"]),
     key="distill.teacher",
     none_label=ALONE,
-    help="Finished teacher runs with weights.",
+    help="Teacher runs with weights; it starts on the newest finished one. A stopped, "
+    "interrupted or failed teacher can be chosen too: its best epoch's weights teach.",
 )
+suits = True
 if teacher_id:
+    suits = teacher_suits_ui(teacher_id)
     teacher_cache_note(queue.run(teacher_id), records)
-spec = student_settings_ui(teacher_id)
+spec = student_settings_ui(teacher_id, startable=suits)
 if spec is not None:
     run_id = submit_ui(queue, lambda: spec)
     if run_id:

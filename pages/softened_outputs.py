@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ui.startup  # first: see its docstring
+
+# isort: split
 import numpy as np
 import streamlit as st
 import torch
@@ -22,10 +25,13 @@ from kdcore.inference import (
     to_model_view,
 )
 from kdcore.plots import softened_bars, temperature_curves
+from kdcore.runs import RunSpec
 from ui.context import cached_model, cached_split, get_queue, init_state
 from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights
 from ui.text import plain
+
+ui.startup.through_app()
 
 SWEEP = np.geomspace(0.25, 20.0, 60).tolist()
 
@@ -87,6 +93,17 @@ def load_pair(teacher_id: str, student_id: str):
         )
         return None
     return teacher, student, student_payload["classes"]
+
+
+def training_temperature_text(spec: RunSpec, teacher_id: str) -> str:
+    """What T the student learnt at, as the dotted line on the temperature curves marks it."""
+    if spec.role != "distill":
+        return "This student was trained alone, on the labels: no temperature shaped it."
+    which = "this teacher" if spec.teacher == teacher_id else "another teacher than this one"
+    return (
+        f"This student was distilled from {which} at T = {spec.temperature:g} "
+        f"(alpha = {spec.alpha:g}): the dotted line on the curves above."
+    )
 
 
 st.title("Softened outputs")
@@ -156,4 +173,11 @@ st.plotly_chart(
     width="stretch",
 )
 sweep = temperature_sweep(teacher_logits, student_logits, SWEEP)
-st.plotly_chart(temperature_curves(sweep, temperature), key="softened.sweep_chart", width="stretch")
+student_spec = queue.run(student_id).spec
+trained_at = student_spec.temperature if student_spec.role == "distill" else None
+st.plotly_chart(
+    temperature_curves(sweep, temperature, training_temperature=trained_at),
+    key="softened.sweep_chart",
+    width="stretch",
+)
+st.caption(training_temperature_text(student_spec, teacher_id))

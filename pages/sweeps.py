@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ui.startup  # first: see its docstring
+
+# isort: split
 from typing import Any
 
 import streamlit as st
@@ -19,6 +22,8 @@ from kdcore.sweep import (
 from ui.context import TABLE_POLL_SECONDS, data_source, get_queue, init_state
 from ui.runs_view import legend_below, percent, run_picker, run_title, to_csv, with_weights
 from ui.text import plain
+
+ui.startup.through_app()
 
 TEMPERATURES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 ALPHAS = (0.1, 0.3, 0.5, 0.7, 0.9)

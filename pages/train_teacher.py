@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ui.startup  # first: see its docstring
+
+# isort: split
 import streamlit as st
 
 from kdcore.models import (
@@ -13,8 +16,17 @@ from kdcore.models import (
 )
 from kdcore.runs import RunSpec
 from ui.context import data_source, get_queue, init_state
-from ui.runs_view import live_run_panel, run_picker, show_newest_active, submit_ui
+from ui.runs_view import (
+    EPOCHS_HELP,
+    SUBSET_HELP,
+    live_run_panel,
+    run_picker,
+    show_newest_active,
+    submit_ui,
+)
 from ui.text import plain
+
+ui.startup.through_app()
 
 INIT_LABELS = {"scratch": "from scratch", "imagenet": "ImageNet weights", "file": "a weights file"}
 STEM_LABELS = {
@@ -33,6 +45,7 @@ init_state(
         "teacher.batch_size": 128,
         "teacher.lr": None,  # None: the recipe's for the arch, stem and init
         "teacher.seed": 0,
+        "teacher.label": "",
     }
 )
 
@@ -40,6 +53,14 @@ init_state(
 def teacher_settings_ui() -> RunSpec | None:
     """The settings form; returns a spec when Start is pressed, else None."""
     with st.form("teacher.form"):
+        name = st.text_input(
+            "Name (optional)",
+            key="teacher.label",
+            persist_state="session",
+            max_chars=80,
+            placeholder="e.g. resnet18 baseline",
+            help="Your name for this run: it heads the run wherever it is shown.",
+        )
         left, middle, right = st.columns(3)
         arch = left.selectbox(
             "Architecture",
@@ -74,7 +95,12 @@ def teacher_settings_ui() -> RunSpec | None:
             "torchvision state_dict of this architecture.",
         )
         epochs = left.number_input(
-            "Epochs", min_value=0, step=1, key="teacher.epochs", persist_state="session"
+            "Epochs",
+            min_value=0,
+            step=1,
+            key="teacher.epochs",
+            persist_state="session",
+            help=EPOCHS_HELP,
         )
         subset = middle.number_input(
             "Training images (0 = all)",
@@ -82,6 +108,7 @@ def teacher_settings_ui() -> RunSpec | None:
             step=500,
             key="teacher.subset",
             persist_state="session",
+            help=SUBSET_HELP,
         )
         batch_size = right.number_input(
             "Batch size", min_value=1, step=32, key="teacher.batch_size", persist_state="session"
@@ -115,6 +142,7 @@ def teacher_settings_ui() -> RunSpec | None:
         batch_size=int(batch_size),
         lr=None if lr is None else float(lr),
         seed=int(seed),
+        label=name.strip(),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -394,3 +395,259 @@ def test_text_from_users_is_shown_as_plain_text_on_every_page(trained_root, tmp_
     at.run()
     shown = assert_shown_as_plain_text(at)
     assert f"{HOSTILE}.png" in shown and f"{HOSTILE}.jpg" in shown
+
+
+# --- runs a user owns: resume, pickers, status, names, filters, deletion ------------------------
+
+
+def copy_of(trained_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)
+    return root
+
+
+def run_of_role(root: Path, role: str) -> str:
+    return next(r.run_id for r in get_queue().runs() if r.spec.role == role)
+
+
+def test_pickers_start_on_the_newest_finished_teacher_not_an_interrupted_one(
+    trained_root, tmp_path, monkeypatch
+):
+    root = copy_of(trained_root, tmp_path, monkeypatch)
+    finished = run_of_role(root, "teacher")
+    broken = "20990101-000000-teacher-cifarnet-beef"  # newer, with weights, but interrupted
+    shutil.copytree(root / finished, root / broken)
+    config = json.loads((root / broken / "config.json").read_text())
+    config.update(id=broken, created_at=time.time() + 10, label="broken teacher")
+    (root / broken / "config.json").write_text(json.dumps(config))
+    write_status(root / broken, RunStatus(state="interrupted", phase="interrupted", error="killed"))
+    for page in ("distill_student", "classify_images"):
+        picker = open_page(page).selectbox(key=f"{page.split('_')[0]}.teacher")
+        assert picker.value == finished
+        assert any("broken teacher" in option for option in picker.options)  # still choosable
+
+
+def fake_running(root: Path, spec: RunSpec, **fields) -> str:
+    """A run whose status says running in this (live) process: it holds the queue's only slot."""
+    run_id = create_run(spec, root)
+    write_status(root / run_id, RunStatus(state="running", pid=os.getpid(), heartbeat=time.time(),
+                                          started_at=time.time(), **fields))  # fmt: skip
+    return run_id
+
+
+def test_a_queued_run_shows_its_phase_and_the_eta_counts_down(empty_root, monkeypatch):
+    monkeypatch.setenv("KDCORE_MAX_RUNS", "1")
+    running = fake_running(empty_root, TINY_STUDENT, phase="epoch 1/5", epoch=1, epochs=5,
+                           step=10, total_steps=100, eta_s=100.0,
+                           eta_at=time.time() - 40)  # fmt: skip
+    try:
+        queued = create_run(RunSpec(**{**TINY_STUDENT.to_dict(), "seed": 1}), empty_root)
+        write_status(empty_root / queued, RunStatus(phase="queued to resume after epoch 2"))
+        at = open_page("distill_student")
+        at.selectbox(key="distill.run_id").set_value(queued).run()
+        (text,) = progress_texts(at)
+        assert text == "queued to resume after epoch 2 · waits for 1 running (at most 1 at once)"
+        at.selectbox(key="distill.run_id").set_value(running).run()
+        eta = next(m.value for m in at.metric if m.label == "ETA")
+        minutes, seconds = (int(n) for n in eta.split(":"))
+        assert 55 <= 60 * minutes + seconds <= 60  # 100 s estimated 40 s ago, not a frozen 01:40
+    finally:
+        write_status(empty_root / running, RunStatus(state="stopped", phase="stopped"))
+
+
+def test_a_stopped_run_resumes_from_its_page_after_its_last_whole_epoch(empty_root):
+    from tests.test_resume import stopped_run
+
+    spec = RunSpec(role="student", data="synthetic", epochs=3, train_subset=256, batch_size=32)
+    run_id = stopped_run(empty_root, spec, epoch=2)
+    at = open_page("distill_student")
+    assert at.selectbox(key="distill.run_id").value == run_id
+    at.button(key="distill.live.resume_btn").click().run()
+    assert "Resuming at epoch 2 of 3: epoch 1 is kept." in [shown_text(t.value) for t in at.toast]
+    poll_until(at, lambda at: "finished" in progress_texts(at))
+    record = load_run(run_id, empty_root)
+    assert record.status == "finished" and [row["epoch"] for row in record.metrics] == [1, 2, 3]
+    assert not at.get("button") or not any(b.key.endswith("resume_btn") for b in at.button)
+
+
+def test_runs_are_named_in_the_start_forms_and_shown_by_that_name(empty_root):
+    at = open_page("train_teacher")
+    at.text_input(key="teacher.label").set_value("my first teacher")
+    at.number_input(key="teacher.epochs").set_value(1)
+    at.number_input(key="teacher.subset").set_value(256)
+    at.button[0].click().run()
+    at.switch_page("pages/distill_student.py").run()
+    at.text_input(key="distill.label").set_value("my first student")
+    at.number_input(key="distill.subset").set_value(512)
+    at.button[0].click().run()
+    labels = {r.spec.role: r.spec.label for r in get_queue().runs()}
+    assert labels == {"teacher": "my first teacher", "student": "my first student"}
+    assert any(m.value.startswith("**my first student · ") for m in at.markdown)
+    home = open_page()
+    assert sorted(home.dataframe[0].value["label"]) == ["my first student", "my first teacher"]
+
+
+def test_the_forms_explain_alpha_t_epochs_and_the_subset():
+    at = open_page("distill_student")
+    widgets = [at.slider(key="distill.temperature"), at.slider(key="distill.alpha"),
+               at.number_input(key="distill.epochs"),
+               at.number_input(key="distill.subset")]  # fmt: skip
+    for widget in widgets:
+        assert widget.help and widget.help.endswith("."), widget.label
+    at.switch_page("pages/train_teacher.py").run()
+    assert at.number_input(key="teacher.epochs").help and at.number_input(key="teacher.subset").help
+
+
+def test_the_run_list_filters_by_role_status_data_and_name(trained):
+    at = open_page()
+
+    def shown() -> list[str]:
+        return sorted(at.dataframe[0].value["role"]) if at.dataframe else []
+
+    at.multiselect(key="home.filter.roles").set_value(["teacher", "distill"]).run()
+    assert shown() == ["distill", "teacher"]
+    assert any("2 of 3 runs match" in caption.value for caption in at.main.caption)
+    at.multiselect(key="home.filter.roles").set_value([]).run()
+    at.text_input(key="home.filter.text").set_value("TINY").run()  # the teacher's label
+    assert shown() == ["teacher"]
+    at.text_input(key="home.filter.text").set_value("").run()
+    at.multiselect(key="home.filter.data").set_value(["synthetic"]).run()
+    assert shown() == ["distill", "student", "teacher"]
+    at.multiselect(key="home.filter.states").set_value(["failed", "interrupted"]).run()
+    assert shown() == [] and "No run matches the filters." in [i.value for i in at.info]
+
+
+def test_runs_are_deleted_after_a_confirmation_and_a_teacher_asks_first(
+    trained_root, tmp_path, monkeypatch
+):
+    root = copy_of(trained_root, tmp_path, monkeypatch)
+    teacher, student = run_of_role(root, "teacher"), run_of_role(root, "student")
+    distilled = run_of_role(root, "distill")
+    at = open_page()
+    at.multiselect(key="home.delete.ids").set_value([student]).run()
+    at.button(key="home.delete.delete_btn").click().run()
+    assert (root / student).is_dir()  # not before the confirmation
+    at.button(key="home.delete.confirm_btn").click().run()
+    assert not (root / student).exists()
+    assert "Deleted 1 run." in [shown_text(t.value) for t in at.toast]
+    assert sorted(at.dataframe[0].value["role"]) == ["distill", "teacher"]
+
+    at.multiselect(key="home.delete.ids").set_value([teacher]).run()
+    at.button(key="home.delete.delete_btn").click().run()
+    assert any(distilled in shown_text(w.value) for w in at.warning)  # its dependant, named
+    assert at.button(key="home.delete.confirm_btn").disabled
+    at.checkbox(key="home.delete.anyway").check().run()
+    at.button(key="home.delete.confirm_btn").click().run()
+    assert not (root / teacher).exists() and (root / distilled).is_dir()
+
+
+def test_a_running_run_cannot_be_deleted_until_it_is_stopped(empty_root):
+    running = fake_running(empty_root, TINY_STUDENT, phase="epoch 1/1")
+    try:
+        at = open_page()
+        at.multiselect(key="home.delete.ids").set_value([running]).run()
+        at.button(key="home.delete.delete_btn").click().run()
+        assert "cannot be deleted: stop" in at.warning[0].value
+        assert (empty_root / running).is_dir()
+        assert "home.delete.confirm_btn" not in [b.key for b in at.button]
+    finally:
+        write_status(empty_root / running, RunStatus(state="stopped", phase="stopped"))
+
+
+def chart_specs(at: AppTest) -> dict[str, dict]:
+    """Each plotly chart's figure (data, layout) by the key the page gave it."""
+    return {chart.proto.id.split("-", 2)[-1]: json.loads(chart.proto.spec)
+            for chart in at.get("plotly_chart")}  # fmt: skip
+
+
+def chart_notes(at: AppTest, key: str) -> list[str]:
+    return [note["text"] for note in chart_specs(at)[key]["layout"].get("annotations", [])]
+
+
+def test_compare_curves_keep_colours_smooth_over_raw_and_draw_loss_terms(trained):
+    at = open_page("compare_runs")
+    charts = chart_specs(at)
+    drawn = charts["compare.acc_chart"]["data"]
+    colours = {trace["name"]: trace["line"]["color"] for trace in drawn}
+    terms = [trace["name"] for trace in charts["compare.terms_chart"]["data"]]
+    assert len(terms) == 3 and [name.split(" · ")[-1] for name in terms] == [
+        "soft T²·KL", "hard CE", "agreement"]  # fmt: skip
+    (student,) = [r.run_id for r in get_queue().runs() if r.spec.role == "student"]
+    at.multiselect(key="compare.ids").set_value([student]).run()
+    (alone,) = chart_specs(at)["compare.acc_chart"]["data"]
+    assert alone["line"]["color"] == colours[alone["name"]]  # its colour whatever is selected
+    assert "compare.terms_chart" not in chart_specs(at)  # no distilled run chosen
+    at.toggle(key="compare.log_loss").set_value(True).run()
+    at.slider(key="compare.smoothing").set_value(0.6).run()
+    charts = chart_specs(at)
+    assert charts["compare.loss_chart"]["layout"]["yaxis"]["type"] == "log"
+    raw, smoothed = charts["compare.acc_chart"]["data"]
+    assert raw["opacity"] < 0.5 and raw["hoverinfo"] == "skip"
+    assert "raw" in smoothed["hovertemplate"]
+    assert not at.exception
+
+
+def test_compare_shows_per_class_accuracy_of_student_and_teacher(trained):
+    at = open_page("compare_runs")
+    at.selectbox(key="compare.evaluated").set_value(
+        next(r.run_id for r in get_queue().runs() if r.spec.role == "distill")
+    ).run()
+    teacher, student = chart_specs(at)["compare.per_class_chart"]["data"]
+    assert teacher["name"] == "teacher" and student["name"] == "student"
+    assert len(student["x"]) == 10 and all(0 <= share <= 100 for share in student["y"])
+
+
+def test_live_panel_draws_the_loss_on_a_log_scale_and_runs_in_their_own_colours(trained):
+    at = open_page("distill_student")  # shows the distilled run, over the student alone
+    overlay = chart_specs(at)["distill.live.overlay_chart"]["data"]
+    at.toggle(key="distill.live.log_loss").set_value(True).run()
+    live = chart_specs(at)["distill.live.live_chart"]["layout"]
+    assert live["yaxis"]["type"] == "log" and "type" not in live["yaxis2"]
+    compare = open_page("compare_runs")
+    (student,) = [r.run_id for r in get_queue().runs() if r.spec.role == "student"]
+    compare.multiselect(key="compare.ids").set_value([student]).run()
+    (alone,) = chart_specs(compare)["compare.acc_chart"]["data"]
+    assert {trace["name"]: trace["line"]["color"] for trace in overlay}[alone["name"]] == (
+        alone["line"]["color"]
+    )  # the same run, the same colour on both pages
+
+
+def test_softened_outputs_mark_the_temperature_the_student_was_distilled_at(trained):
+    at = open_page("softened_outputs")  # the distilled student (T = 4) comes first
+    notes = chart_notes(at, "softened.sweep_chart")
+    assert "student trained at T = 4" in notes
+    assert any("distilled from this teacher at T = 4" in c.value for c in at.caption)
+    alone = next(r.run_id for r in get_queue().runs() if r.spec.role == "student")
+    at.selectbox(key="softened.student").set_value(alone).run()
+    notes = chart_notes(at, "softened.sweep_chart")
+    assert not any("trained at" in note for note in notes)
+    assert any("trained alone" in c.value for c in at.caption)
+
+
+def class_folder(root: Path, classes: list[str]) -> Path:
+    for split in ("train", "test"):
+        for k, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            (root / split / name / "a.png").write_bytes(png_bytes(colour=(20 * k, 90, 160)))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("classes", "shown", "startable"),
+    [
+        (["cat", "dog"], "The classes do not match", False),
+        ([f"pattern{k}" for k in range(10)], "images come from another source", True),
+    ],
+)
+def test_the_distil_form_refuses_a_teacher_of_other_classes_and_warns_of_other_data(
+    trained, tmp_path, classes, shown, startable
+):
+    data = class_folder(tmp_path / "data", classes)
+    at = open_page()
+    at.sidebar.selectbox(key="app.data_choice").set_value("a folder or archive").run()
+    at.sidebar.text_input(key="app.data_folder").set_value(str(data)).run()
+    at.switch_page("pages/distill_student.py").run()
+    messages = [element.value for element in (*at.error, *at.warning)]
+    assert any(shown in message for message in messages), messages
+    start = next(b for b in at.button if b.label == "Start distillation")
+    assert start.disabled is (not startable)

@@ -25,10 +25,11 @@ from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 from kdcore.batch_log import BatchLogTail
 from kdcore.execute import execute_run
-from kdcore.runs import RunSpec, create_run, list_runs
+from kdcore.runs import RunSpec, create_run, list_runs, load_run, read_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -246,6 +247,45 @@ def test_every_page_draws(page, server, path):
     screenshot(page, name)
 
 
+FINISHED_SUCCESSFULLY = ForwardMsg.FINISHED_SUCCESSFULLY  # a script run of the whole page
+FINISHED_FRAGMENT_RUN_SUCCESSFULLY = ForwardMsg.FINISHED_FRAGMENT_RUN_SUCCESSFULLY  # a fragment's
+
+
+def run_ends(frames: list) -> list[int]:
+    """How each script run ended, from the server's websocket frames (protobuf ForwardMsgs)."""
+    messages = [ForwardMsg.FromString(frame) for frame in frames if isinstance(frame, bytes)]
+    return [m.script_finished for m in messages if m.WhichOneof("type") == "script_finished"]
+
+
+def test_compare_curves_read_right_and_smoothing_redraws_only_them(page, server):
+    """Epoch ticks each once, hover labels whole and rounded, and a smoothing change that
+    reruns the curves' fragment, not the page (the study table, the calibration charts)."""
+    tab, frames = page.context.new_page(), []
+    tab.on("websocket", lambda socket: socket.on("framereceived", lambda f: frames.append(f)))
+    try:
+        open_page(tab, server, "compare_runs")
+        curves = tab.locator(".js-plotly-plot").first
+        curves.wait_for(timeout=30_000)
+        ticks = curves.locator(".xtick text").all_text_contents()
+        assert ticks and len(ticks) == len(set(ticks)), ticks  # not "1 2 2 3 3"
+        assert all(tick.lstrip("−-").isdigit() for tick in ticks), ticks
+        curves.locator(".nsewdrag").first.hover()
+        hover = tab.locator(".hoverlayer").first
+        wait_until(tab, lambda: "%" in hover.text_content(), "no hover label on the curves")
+        label = hover.text_content()
+        assert "..." not in label and not re.search(r"\d\.\d{3}", label), label
+        frames.clear()
+        slider = tab.get_by_role("slider", name="Smoothing")
+        slider.focus()
+        slider.press("ArrowRight")
+        whole, fragment = FINISHED_SUCCESSFULLY, FINISHED_FRAGMENT_RUN_SUCCESSFULLY
+        wait_until(tab, lambda: {whole, fragment} & set(run_ends(frames)), "no rerun")
+        assert run_ends(frames) == [fragment], run_ends(frames)
+        assert tab.locator('[data-testid="stException"]').count() == 0
+    finally:
+        tab.close()
+
+
 def leaves_the_server(url: str, server: str) -> bool:
     parts, home = urlsplit(url), urlsplit(server)
     local = (parts.hostname, parts.port) == (home.hostname, home.port)
@@ -303,7 +343,7 @@ def test_a_run_outlives_a_killed_server_and_its_own_kill_is_reported(page, tmp_p
     first = start_server(root, port, "restart.log")
     try:
         open_page(page, url, "distill_student")
-        page.get_by_label("Epochs").fill("200")
+        page.get_by_role("spinbutton", name="Epochs").fill("200")
         page.get_by_role("button", name="Start the student alone").click()
         page.get_by_text(re.compile(r"running · epoch")).wait_for(timeout=60_000)
         first.kill()  # -9: no clean-up
@@ -331,7 +371,111 @@ def test_a_run_outlives_a_killed_server_and_its_own_kill_is_reported(page, tmp_p
     assert "Traceback" not in log, log[-3000:]
 
 
+def test_every_page_url_opens_right_on_a_cold_server(page, runs_root):
+    """Tabs opened straight at each page URL of a server no one has visited, all at once: each
+    draws its page inside app.py's navigation and sidebar, and nothing raises."""
+    port = free_port()
+    url = f"http://localhost:{port}"
+    process = start_server(runs_root, port, "cold.log")
+    tabs = {path: page.context.browser.new_page() for path in PAGES}  # the module's browser
+    try:
+        for path, tab in tabs.items():
+            tab.goto(f"{url}/{path}", wait_until="commit")  # before any script has run
+        for path, tab in tabs.items():
+            tab.get_by_role("heading", name=PAGES[path]).wait_for(timeout=90_000)
+            navigation = tab.get_by_test_id("stSidebarNav")
+            navigation.get_by_text("Compare runs").wait_for(timeout=10_000)  # app.py's titles
+            assert navigation.get_by_text("app", exact=True).count() == 0, path  # not pages/
+            tab.get_by_text("Data for new runs").wait_for(timeout=10_000)  # app.py's sidebar
+            assert tab.get_by_test_id("stException").count() == 0, path
+    finally:
+        for tab in tabs.values():
+            tab.close()
+        end(process)
+    log = (runs_root.parent / "cold.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def fresh_screenshots():
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     yield
+
+
+def background_rgb(tab) -> tuple[int, ...]:
+    """The computed background colour of the app's root element, as (r, g, b)."""
+    colour = tab.evaluate(
+        """() => getComputedStyle(document.querySelector('[data-testid="stApp"]'))
+        .backgroundColor"""
+    )
+    return tuple(int(n) for n in re.findall(r"\d+", colour)[:3])
+
+
+def is_dark(tab) -> bool:
+    return sum(background_rgb(tab)) / 3 < 60  # Streamlit's dark is (23, 22, 20), light is white
+
+
+@pytest.mark.parametrize("scheme", ["dark", "light"])
+def test_the_app_follows_the_browsers_light_or_dark_preference(page, server, scheme):
+    """The browser's preference picks the theme; the settings menu still offers the other."""
+    context = page.context.browser.new_context(
+        color_scheme=scheme, viewport={"width": 1400, "height": 1000}
+    )
+    try:
+        tab = context.new_page()
+        open_page(tab, server, "")
+        tab.wait_for_timeout(500)
+        assert is_dark(tab) == (scheme == "dark"), background_rgb(tab)
+        assert scheme == "dark" or min(background_rgb(tab)) > 200, background_rgb(tab)
+        screenshot(tab, f"8_home_{scheme}")
+        other = "Light" if scheme == "dark" else "Dark"
+        tab.get_by_test_id("stMainMenu").click()
+        tab.get_by_test_id(f"stMainMenuItem-theme-{other}").click()
+        wait_until(tab, lambda: is_dark(tab) != (scheme == "dark"), f"no switch to {other}")
+    finally:
+        context.close()
+
+
+def test_a_killed_run_resumed_with_its_button_ends_finished_with_every_epoch(page, tmp_path):
+    root, port = tmp_path / "checkpoints", free_port()
+    url = f"http://localhost:{port}"
+    spec = RunSpec(role="student", data="synthetic", epochs=5, train_subset=2048, batch_size=64,
+                   label="killed, then resumed")  # fmt: skip
+    run_id = create_run(spec, root)
+    server = start_server(root, port, "resume.log")
+    try:
+        open_page(page, url, "distill_student")  # the queue starts the run; the page shows it
+        wait_until(page, lambda: read_metrics(root / run_id), "no epoch ended", timeout=120)
+        os.kill(load_run(run_id, root).run_status.pid, signal.SIGKILL)
+        page.get_by_text(re.compile(r"^interrupted")).first.wait_for(timeout=30_000)
+        assert len(read_metrics(root / run_id)) < spec.epochs
+        page.get_by_role("button", name="Resume").click()
+        page.get_by_text(re.compile(r"Resuming at epoch [2-5] of 5")).wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"^finished")).first.wait_for(timeout=180_000)
+        screenshot(page, "9_resumed")
+    finally:
+        end(server)
+    record = load_run(run_id, root)
+    assert record.status == "finished"
+    assert [row["epoch"] for row in record.metrics] == [1, 2, 3, 4, 5]
+    log = (root.parent / "resume.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_run_is_deleted_through_its_confirmation_dialog(page, server, runs_root):
+    spec = RunSpec(role="student", data="synthetic", epochs=1, train_subset=256, batch_size=32,
+                   label="to be deleted")  # fmt: skip
+    run_id = create_run(spec, runs_root)
+    execute_run(run_id, runs_root, device="cpu")
+    open_page(page, server, "")
+    page.get_by_role("combobox", name="Runs to delete").click()
+    page.get_by_role("option", name=re.compile("to be deleted")).click()
+    page.keyboard.press("Escape")
+    page.get_by_role("button", name="Delete…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(run_id).wait_for(timeout=10_000)
+    assert (runs_root / run_id).is_dir()  # not before the confirmation
+    dialog.get_by_role("button", name="Delete 1 run").click()
+    dialog.wait_for(state="detached", timeout=10_000)  # the dialog closes
+    page.get_by_text("Deleted 1 run.").wait_for(timeout=10_000)
+    assert not (runs_root / run_id).exists()

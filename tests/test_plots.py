@@ -8,14 +8,21 @@ import torch
 
 from kdcore.plots import (
     MAX_BATCH_POINTS,
+    RUN_COLORS,
     STUDENT_COLOR,
     TEACHER_COLOR,
+    class_accuracies,
     confusion_heatmap,
+    distillation_terms_figure,
     ema,
+    epoch_axis,
     learning_curves,
     live_run_figure,
+    per_class_accuracy,
     plot_text,
     reliability_diagram,
+    run_color,
+    run_colors,
     softened_bars,
     sweep_heatmap,
     temperature_curves,
@@ -68,7 +75,7 @@ def test_loss_metrics_are_not_scaled():
 def test_smoothing_reduces_variance_and_keeps_length():
     noisy = [0.5, 0.7, 0.4, 0.8, 0.45, 0.75, 0.5, 0.7]
     raw = learning_curves({"run": metrics_rows(noisy)}).data[0].y
-    smooth = learning_curves({"run": metrics_rows(noisy)}, smoothing=0.6).data[0].y
+    smooth = learning_curves({"run": metrics_rows(noisy)}, smoothing=0.6).data[-1].y
     assert len(smooth) == len(raw)
     assert statistics.pvariance(smooth) < statistics.pvariance(raw)
     assert smooth[0] == pytest.approx(raw[0])  # debiased: no pull towards zero
@@ -92,7 +99,7 @@ def test_learning_curves_with_no_runs_is_an_empty_figure():
 def test_live_figure_waits_for_first_batch():
     fig = live_run_figure([], [], steps_per_epoch=None)
     assert len(fig.data) == 0
-    assert "waiting for the first batch" in fig.layout.annotations[-1].text
+    assert "waiting for the first batch" in [note.text for note in fig.layout.annotations]
 
 
 def test_live_figure_in_epochs_with_steps_per_epoch():
@@ -126,6 +133,146 @@ def test_live_figure_thins_long_batch_history_keeping_newest():
     assert fig.data[0].x[-1] == 10_000
 
 
+def distilled_rows(count: int) -> list[dict]:
+    rows = metrics_rows([0.3 + 0.05 * k for k in range(count)])
+    for row in rows:
+        epoch = row["epoch"]
+        row.update(train_soft=4.0 / epoch, train_hard=2.0 / epoch, train_agreement=0.5 + epoch / 20)
+    return rows
+
+
+def epoch_axes(fig) -> list:
+    axes = fig.layout.to_plotly_json().items()
+    return [axis for name, axis in axes if name.startswith("xaxis") and "dtick" in axis]
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: learning_curves({"run": metrics_rows([0.5, 0.6, 0.7])}),
+        lambda: live_run_figure(metrics_rows([0.5, 0.6, 0.7]), batch_points(300), 100),
+        lambda: live_run_figure(metrics_rows([0.5, 0.6, 0.7]), [], None),
+        lambda: distillation_terms_figure({"run": distilled_rows(3)}),
+    ],
+    ids=["learning_curves", "live", "live_epochs_only", "distillation_terms"],
+)
+def test_few_epochs_get_one_tick_per_whole_epoch(build):
+    """Plotly's own ticks fall on halves with 3 epochs, and "d" then reads "1 2 2 3 3"."""
+    axes = epoch_axes(build())
+    assert axes
+    for axis in axes:
+        assert axis["tickmode"] == "linear" and axis["dtick"] == 1 and axis["tickformat"] == "d"
+
+
+@pytest.mark.parametrize("last_epoch", [1, 3, 10, 11, 37, 100, 250, 5000])
+def test_epoch_ticks_stay_whole_and_few(last_epoch):
+    step = epoch_axis(last_epoch)["dtick"]
+    assert isinstance(step, int) and last_epoch / step <= 10
+    assert str(step).rstrip("0") in ("1", "2", "5")
+
+
+def test_smoothing_keeps_the_raw_curve_faint_underneath_and_hover_shows_both():
+    noisy = metrics_rows([0.5, 0.7, 0.4, 0.8])
+    fig = learning_curves({"run": noisy}, smoothing=0.6)
+    raw, smooth = fig.data  # the raw curve first: drawn underneath
+    assert list(raw.y) == pytest.approx([50, 70, 40, 80])
+    assert raw.opacity < 0.5 and raw.showlegend is False and raw.hoverinfo == "skip"
+    assert raw.line.color == smooth.line.color and raw.legendgroup == smooth.legendgroup
+    assert list(smooth.customdata) == list(raw.y)
+    assert smooth.hovertemplate == "%{y:.2f}% (raw %{customdata:.2f}%)"
+    assert len(learning_curves({"run": noisy}).data) == 1  # no smoothing, no second curve
+
+
+def test_hover_gives_percent_with_2_decimals_losses_with_4_digits_and_whole_names():
+    series = {"distilled T=4 α=0.5 · 81.2% · ab12": metrics_rows([0.5, 0.6])}
+    assert learning_curves(series, "test_acc").data[0].hovertemplate == "%{y:.2f}%"
+    assert learning_curves(series, "test_loss").data[0].hovertemplate == "%{y:.4g}"
+    live = live_run_figure(metrics_rows([0.5]), batch_points(20), steps_per_epoch=10)
+    assert [trace.hovertemplate for trace in live.data] == ["%{y:.4g}"] * 3 + ["%{y:.2f}%"] * 2
+    figures = [learning_curves(series), live, distillation_terms_figure({"r": distilled_rows(2)}),
+               per_class_accuracy(["cat"], {"student": [[1]]})]  # fmt: skip
+    for fig in figures:
+        assert fig.layout.hoverlabel.namelength == -1  # plotly cuts names at 15 characters
+
+
+def test_a_run_keeps_its_colour_whichever_runs_are_drawn_beside_it():
+    ids = [f"20250101-1200{k:02d}-student-smallcnn-{k:04x}" for k in range(12)]
+    colours = run_colors(ids)
+    assert set(colours.values()) <= set(RUN_COLORS)
+    # a run's colour depends on the runs made before it, never on which runs a chart shows
+    assert run_colors(ids[:5]) == {i: colours[i] for i in ids[:5]}  # newer runs change nothing
+    assert len({colours[i] for i in ids[:10]}) == 10  # runs made one after another differ
+    assert run_color(ids[0]) == run_color(ids[0]) and run_color(ids[0]) in RUN_COLORS
+    chosen = {"a": "#000001", "b": "#000002"}
+    both = learning_curves({"a": metrics_rows([0.5]), "b": metrics_rows([0.6])}, colors=chosen)
+    alone = learning_curves({"b": metrics_rows([0.6])}, colors=chosen)
+    assert [t.line.color for t in both.data] == ["#000001", "#000002"]
+    assert alone.data[0].line.color == "#000002"
+    many = learning_curves({f"run {k}": metrics_rows([0.5]) for k in range(10)})
+    assert len({trace.line.color for trace in many.data}) == 10  # no colour given: all differ
+    clash = run_color("b")  # a given colour is kept; a label without one steps aside
+    mixed = learning_curves(
+        {"a": metrics_rows([0.5]), "b": metrics_rows([0.6])}, colors={"a": clash}
+    )
+    assert mixed.data[0].line.color == clash != mixed.data[1].line.color
+
+
+def test_accuracy_panel_before_the_first_epoch_says_so_on_a_fixed_range():
+    fig = live_run_figure([], batch_points(30), steps_per_epoch=100, epochs=10)
+    notes = {note.text: note for note in fig.layout.annotations}
+    assert notes["no epoch finished yet"].xref == "x2 domain"
+    assert list(fig.layout.xaxis2.range) == [0, 10] and list(fig.layout.yaxis2.range) == [0, 100]
+    waiting = live_run_figure([], [], steps_per_epoch=None, epochs=5)
+    assert {"waiting for the first batch", "no epoch finished yet"} <= {
+        note.text for note in waiting.layout.annotations
+    }
+    assert list(waiting.layout.xaxis2.range) == [0, 5]
+    started = live_run_figure(metrics_rows([0.5]), [], None, epochs=10)
+    assert started.layout.xaxis2.range is None  # data: plotly fits it
+    empty = learning_curves({"run": []})
+    assert "no epoch finished yet" in empty.layout.annotations[0].text
+    assert list(empty.layout.xaxis.range) == [0, 1]
+
+
+def test_losses_can_be_drawn_on_a_log_scale():
+    series = {"run": metrics_rows([0.5, 0.6])}
+    assert learning_curves(series, "test_loss", log_y=True).layout.yaxis.type == "log"
+    assert learning_curves(series, "test_loss").layout.yaxis.type is None
+    live = live_run_figure(metrics_rows([0.5]), batch_points(20), 10, log_loss=True)
+    assert live.layout.yaxis.type == "log" and live.layout.yaxis2.type is None
+    terms = distillation_terms_figure({"run": distilled_rows(2)}, log_y=True)
+    assert terms.layout.yaxis.type == "log" and terms.layout.yaxis2.type is None
+
+
+def test_distillation_terms_draw_soft_hard_and_agreement_of_distilled_runs_only():
+    series = {"distilled": distilled_rows(3), "alone": metrics_rows([0.5, 0.6])}
+    fig = distillation_terms_figure(series, colors={"distilled": "#123456"})
+    names = [trace.name for trace in fig.data]
+    assert names == ["distilled · soft T²·KL", "distilled · hard CE", "distilled · agreement"]
+    soft, hard, agreement = fig.data
+    assert list(soft.y) == pytest.approx([4.0, 2.0, 4 / 3])
+    assert list(hard.y) == pytest.approx([2.0, 1.0, 2 / 3]) and hard.line.dash == "dash"
+    assert list(agreement.y) == pytest.approx([55, 60, 65]) and agreement.xaxis == "x2"
+    assert {trace.line.color for trace in fig.data} == {"#123456"}
+    assert len({trace.legendgroup for trace in fig.data}) == 1  # one click hides the run
+    smoothed = distillation_terms_figure(series, smoothing=0.5)
+    assert len(smoothed.data) == 6 and smoothed.data[0].opacity < 0.5
+    none = distillation_terms_figure({"alone": metrics_rows([0.5])})
+    assert not none.data and "no distilled run" in none.layout.annotations[-1].text
+
+
+def test_per_class_accuracy_from_confusion_matrices_teacher_beside_student():
+    assert class_accuracies([[3, 1], [0, 2], [0, 0]]) == [0.75, 1.0, None]
+    fig = per_class_accuracy(
+        ["cat", "dog"], {"teacher": [[4, 0], [1, 3]], "student": [[3, 1], [0, 2]]}
+    )
+    teacher, student = fig.data
+    assert list(teacher.y) == [100.0, 75.0] and list(student.y) == [75.0, 100.0]
+    assert teacher.marker.color == TEACHER_COLOR and student.marker.color == STUDENT_COLOR
+    assert list(student.x) == ["cat", "dog"] and fig.layout.barmode == "group"
+    assert list(fig.layout.yaxis.range) == [0, 100]
+
+
 def test_softened_bars_groups_teacher_and_student():
     names = ["cat", "dog", "ship"]
     fig = softened_bars(names, torch.tensor([0.7, 0.2, 0.1]), [0.5, 0.3, 0.2], temperature=4.0)
@@ -148,6 +295,14 @@ def test_temperature_curves_mark_current_temperature():
     assert len(fig.data) == 3
     assert [shape.x0 for shape in fig.layout.shapes] == [2.0]
     assert len(temperature_curves(sweep, None).layout.shapes) == 0
+
+
+def test_temperature_curves_mark_the_students_training_temperature():
+    sweep = {"temperature": [1.0, 2.0, 4.0], "kl": [0.2, 0.1, 0.05]}
+    fig = temperature_curves(sweep, current_temperature=2.0, training_temperature=4.0)
+    assert [shape.x0 for shape in fig.layout.shapes] == [2.0, 4.0]
+    assert "student trained at T = 4" in [note.text for note in fig.layout.annotations]
+    assert fig.layout.shapes[1].line.color == STUDENT_COLOR
 
 
 def test_topk_bars_horizontal_best_first():
@@ -225,8 +380,20 @@ def figure_strings(fig) -> list[str]:
         lambda: topk_bars([(HOSTILE, 0.6), ("dog", 0.4)], HOSTILE),
         lambda: confusion_heatmap([[1, 0], [0, 1]], [HOSTILE, "dog"], HOSTILE),
         lambda: reliability_diagram({HOSTILE: [{"confidence": 0.5, "accuracy": 0.5, "count": 1}]}),
+        lambda: learning_curves({HOSTILE: metrics_rows([0.5, 0.6])}, smoothing=0.5),
+        lambda: distillation_terms_figure({HOSTILE: distilled_rows(2)}, smoothing=0.5),
+        lambda: per_class_accuracy([HOSTILE, "dog"], {HOSTILE: [[1, 0], [0, 1]]}),
     ],
-    ids=["learning_curves", "softened_bars", "topk_bars", "confusion_heatmap", "reliability"],
+    ids=[
+        "learning_curves",
+        "softened_bars",
+        "topk_bars",
+        "confusion_heatmap",
+        "reliability",
+        "smoothed_curves",
+        "distillation_terms",
+        "per_class_accuracy",
+    ],  # fmt: skip
 )
 def test_labels_and_class_names_reach_plotly_as_text_not_html(build):
     """Legend names, tick labels, hover text and titles: plotly decodes entities, reads tags."""

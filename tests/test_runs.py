@@ -16,6 +16,7 @@ import torch
 from kdcore.batch_log import BATCH_LOG
 from kdcore.checkpoints import load_model
 from kdcore.cli import main
+from kdcore.deletion import delete_runs, dependants
 from kdcore.engine import Callback
 from kdcore.evaluation import read_evaluation
 from kdcore.execute import execute_run
@@ -374,3 +375,67 @@ def test_a_damaged_run_folder_is_listed_with_the_reason_beside_the_good_runs(
 def _edit_config(folder, **fields):
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **fields}))
+
+
+# --- deleting runs ------------------------------------------------------------------------------
+
+
+def _teacher_with_dependants(root):
+    """A teacher folder, a distilled run naming it by id, one by its checkpoint, and a sweep."""
+    teacher = create_run(RunSpec(role="teacher", arch="cifarnet", **TINY), root)
+    by_id, by_path, other = (create_run(student(seed=k), root) for k in range(3))
+    _edit_config(root / by_id, role="distill", teacher=teacher)
+    _edit_config(root / by_path, role="distill", teacher=str(root / teacher / "best.pt"))
+    sweep = root / "sweeps" / "sweep-0123456789"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"spec": {"teacher": teacher}, "trials": {}}))
+    (root / "sweeps" / "sweep-other").mkdir()
+    (root / "sweeps" / "sweep-other" / "sweep.json").write_text('{"spec": {"teacher": "x"}}')
+    for run_id in (teacher, by_id, by_path, other):
+        write_status(root / run_id, RunStatus(state="finished", phase="finished"))
+    return teacher, by_id, by_path, other
+
+
+def test_dependants_of_a_teacher_are_its_distilled_runs_and_sweeps(tmp_path):
+    teacher, by_id, by_path, other = _teacher_with_dependants(tmp_path)
+    found = dependants(teacher, tmp_path)
+    assert set(found.runs) == {by_id, by_path} and found.sweeps == ("sweep-0123456789",)
+    assert not dependants(other, tmp_path)
+
+
+def test_delete_runs_removes_the_folders_and_leaves_the_rest(tmp_path):
+    teacher, by_id, by_path, other = _teacher_with_dependants(tmp_path)
+    assert delete_runs([by_id, other, by_id], tmp_path) == [by_id, other]
+    assert {record.run_id for record in list_runs(tmp_path)} == {teacher, by_path}
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".deleting")]
+    assert (tmp_path / "sweeps" / "sweep-0123456789" / "sweep.json").is_file()
+    assert dependants(teacher, tmp_path).runs == (by_path,)
+
+
+def test_an_active_run_or_the_teacher_of_one_is_not_deleted(tmp_path):
+    teacher, by_id, _, other = _teacher_with_dependants(tmp_path)
+    alive = RunStatus(state="running", pid=os.getpid(), heartbeat=time.time())
+    write_status(tmp_path / by_id, alive)
+    with pytest.raises(RunError, match="stop it before deleting it"):
+        delete_runs([other, by_id], tmp_path)
+    with pytest.raises(RunError, match=f"teaches {by_id}"):
+        delete_runs([teacher], tmp_path)
+    write_status(tmp_path / other, RunStatus(state="queued"))
+    with pytest.raises(RunError, match="is queued; stop it"):
+        delete_runs([other], tmp_path)
+    assert len(list_runs(tmp_path)) == 4  # nothing was removed
+
+
+@pytest.mark.parametrize("bad_id", ["../outside", "..", "sweeps", "no-such-run", "link"])
+def test_delete_runs_removes_only_run_folders_under_the_root(tmp_path, bad_id):
+    root = tmp_path / "checkpoints"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    run_id = create_run(student(), root)
+    write_status(root / run_id, RunStatus(state="finished", phase="finished"))
+    (root / "sweeps").mkdir()
+    (root / "link").symlink_to(root / run_id)
+    with pytest.raises(RunError):
+        delete_runs([run_id, bad_id], root)
+    assert (outside / "config.json").is_file() and (root / run_id / "config.json").is_file()

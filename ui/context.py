@@ -7,6 +7,7 @@ in `st.cache_resource`) only starts queued folders and forwards stop requests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,9 +19,11 @@ import torch
 from kdcore.batch_log import BatchLogTail
 from kdcore.checkpoints import load_model
 from kdcore.data import CIFAR10, DEFAULT_CIFAR10_ROOT, SYNTHETIC, ImageSet, load_split
+from kdcore.runs import read_json, write_json
 from kdcore.scheduler import RunQueue
 
 DATA_SOURCE_KEY = "app.data_source"  # the source new runs use (a string, as in RunSpec.data)
+SETTINGS_FILE = "dashboard.json"  # beside the runs: what the dashboard remembers across restarts
 POLL_SECONDS = 1.0  # how often live panels read their run's folder
 TABLE_POLL_SECONDS = 3.0  # how often tables of runs refresh while one is active
 
@@ -49,12 +52,31 @@ def batch_tail(folder: str) -> BatchLogTail:
 
 
 def default_data_source() -> str:
-    """$KDCORE_DATA, else CIFAR-10 when data/cifar10 holds it, else the synthetic offline set."""
+    """$KDCORE_DATA, else the source last used here (kept beside the runs, so it survives a
+    restart), else CIFAR-10 when data/cifar10 holds it, else the synthetic offline set."""
     if os.environ.get("KDCORE_DATA"):
         return os.environ["KDCORE_DATA"]
+    remembered = _settings().get("data_source")
+    if isinstance(remembered, str) and remembered:
+        return remembered
     if (DEFAULT_CIFAR10_ROOT / "cifar-10-batches-py").is_dir():
         return CIFAR10
     return SYNTHETIC
+
+
+def remember_data_source(source: str) -> None:
+    """Keep `source` as the default for new sessions, also after a restart."""
+    settings = _settings()
+    if settings.get("data_source") != source:
+        root = checkpoints_root()
+        with contextlib.suppress(OSError):  # a read-only runs folder: remember nothing
+            root.mkdir(parents=True, exist_ok=True)
+            write_json(root / SETTINGS_FILE, {**settings, "data_source": source})
+
+
+def _settings() -> dict[str, Any]:
+    settings = read_json(checkpoints_root() / SETTINGS_FILE)
+    return settings if isinstance(settings, dict) else {}
 
 
 def data_source() -> str:

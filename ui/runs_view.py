@@ -11,18 +11,35 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from kdcore.plots import learning_curves, live_run_figure
+from kdcore.execute import RESUMABLE, resume_run
+from kdcore.plots import learning_curves, live_run_figure, run_colors
 from kdcore.progress import format_seconds
-from kdcore.runs import RunError, RunRecord, stop_requested_at
+from kdcore.runs import ROLES, RunError, RunRecord, stop_requested_at
 from kdcore.scheduler import RunQueue
+from kdcore.status import STATES
 from ui.context import POLL_SECONDS, batch_tail
 from ui.text import plain
+
+EPOCHS_HELP = (
+    "Passes over the training images. More epochs train longer and usually reach a higher "
+    "accuracy, until the model stops improving."
+)
+SUBSET_HELP = (
+    "Train on this many images drawn at random (the same ones for a given seed), for a quick "
+    "try; 0 trains on all of them. The test set is always whole."
+)
+TOAST_KEY = "runs_view.toast"  # a toast to show after the rerun that follows an action
+PHASE_NAMES = {  # what a run's first phases mean, in the words of someone watching it
+    "starting": "starting its process",
+    "loading data": "loading data (decoded once, then read from the cache)",
+}
 
 
 def run_title(record: RunRecord) -> str:
@@ -41,6 +58,13 @@ def run_title(record: RunRecord) -> str:
     status = f" · {record.status}" if record.status in ("stopped", "failed", "interrupted") else ""
     label = f"{spec.label} · " if spec.label else ""
     return f"{label}{what}{status}{best} · {record.run_id[-4:]}"
+
+
+def chart_colors(queue: RunQueue) -> dict[str, str]:
+    """Run id -> its colour on every chart (kdcore.plots.run_colors), whatever is selected."""
+    root = queue.root
+    folders = root.iterdir() if root.is_dir() else ()
+    return run_colors([folder.name for folder in folders if (folder / "config.json").is_file()])
 
 
 def legend_below(figure: go.Figure) -> go.Figure:
@@ -90,11 +114,60 @@ RUN_TABLE_COLUMNS = {
 }
 
 
-def show_runs_table(records: Sequence[RunRecord], key: str) -> None:
+def show_runs_table(records: Sequence[RunRecord], key: str, total: int | None = None) -> None:
+    """The runs table; `total`: how many runs there are before a filter left `records`."""
     if not records:
-        st.info("No runs yet.")
+        st.info("No run matches the filters." if total else "No runs yet.")
         return
+    if total is not None and total != len(records):
+        st.caption(f"{len(records)} of {total} runs match the filters.")
     st.dataframe(runs_table(records), hide_index=True, column_config=RUN_TABLE_COLUMNS, key=key)
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    """Which runs a list shows: any of these roles, states and data sources (none chosen: all),
+    and a name (label) or id that contains `text`, whatever the case.
+
+        RunFilter(roles=("teacher",), text="resnet")(records)
+    """
+
+    roles: tuple[str, ...] = ()
+    states: tuple[str, ...] = ()
+    data: tuple[str, ...] = ()
+    text: str = ""
+
+    def keeps(self, record: RunRecord) -> bool:
+        text = self.text.strip().casefold()
+        named = text in record.spec.label.casefold() or text in record.run_id.casefold()
+        return (
+            (not self.roles or record.spec.role in self.roles)
+            and (not self.states or record.status in self.states)
+            and (not self.data or record.spec.data in self.data)
+            and (not text or named)
+        )
+
+    def __call__(self, records: Sequence[RunRecord]) -> list[RunRecord]:
+        return [record for record in records if self.keeps(record)]
+
+
+ROLE_LABELS = {"teacher": "teacher", "student": "student alone", "distill": "distilled student"}
+
+
+def run_filter_ui(records: Sequence[RunRecord], key: str) -> RunFilter:
+    """Role, status, data and name filters in one row; nothing chosen keeps every run."""
+    role, state, data, name = st.columns([1, 1, 1.3, 1.3])
+    sources = sorted({r.spec.data for r in records} | set(st.session_state.get(f"{key}.data", ())))
+    return RunFilter(
+        roles=tuple(
+            role.multiselect(
+                "Role", ROLES, key=f"{key}.roles", format_func=ROLE_LABELS.get, placeholder="any"
+            )
+        ),
+        states=tuple(state.multiselect("Status", STATES, key=f"{key}.states", placeholder="any")),
+        data=tuple(data.multiselect("Data", sources, key=f"{key}.data", placeholder="any")),
+        text=name.text_input("Name or id contains", key=f"{key}.text", placeholder="any"),
+    )
 
 
 def run_picker(
@@ -104,14 +177,17 @@ def run_picker(
     none_label: str | None = None,
     help: str | None = None,
 ) -> str | None:
-    """A selectbox of run ids shown by title; with `none_label`, a last "no run" choice (None)."""
+    """A selectbox of run ids shown by title; with `none_label`, a last "no run" choice (None).
+
+    It starts on `default_run`: never on an interrupted or failed run while there is another.
+    """
     titles = {record.run_id: run_title(record) for record in records}
-    options: list[str | None] = list(titles) + ([None] if none_label else [])
+    options = list(titles) + ([NO_RUN] if none_label else [])
     if not options:
         return None
     if st.session_state.get(key) not in options:
-        st.session_state[key] = options[0]
-    return st.selectbox(
+        st.session_state[key] = default_run(records, allow_none=none_label is not None) or NO_RUN
+    choice = st.selectbox(
         label,
         options,
         key=key,
@@ -119,6 +195,20 @@ def run_picker(
         help=help,
         format_func=lambda run_id: titles.get(run_id, none_label or ""),
     )
+    return choice or None
+
+
+NO_RUN = ""  # a picker's "no run" choice (a selectbox whose value is None shows no choice)
+
+
+def default_run(records: Sequence[RunRecord], allow_none: bool = False) -> str | None:
+    """A picker's first choice (records are newest first). Picking a model to use (`allow_none`):
+    the newest finished run, else None ("no run"). Picking a run to watch: the newest that did
+    not fail or break off, else the newest."""
+    if allow_none:
+        return next((r.run_id for r in records if r.status == "finished"), None)
+    sound = [r.run_id for r in records if r.status not in ("failed", "interrupted")]
+    return (sound or [r.run_id for r in records] or [None])[0]
 
 
 def show_newest_active(key: str, records: Sequence[RunRecord]) -> None:
@@ -159,6 +249,7 @@ def live_run_panel(
     Whoever started the run (this dashboard, another one, the CLI), the panel reads its folder.
     `overlay` returns other runs' epoch rows to draw the live test accuracy over.
     """
+    show_pending_toast()
     try:
         record = queue.run(run_id)
     except RunError as error:
@@ -184,17 +275,44 @@ def _poll_live_run(queue: RunQueue, run_id: str, key: str, overlay, drawn_status
 def _draw_run(queue: RunQueue, record: RunRecord, key: str, overlay) -> None:
     status, metrics = record.run_status, list(record.metrics)
     st.markdown(f"**{plain(run_title(record))}** &nbsp; {plain(record.run_id)}")
-    _status_line(record)
+    _status_line(record, queue)
     columns = st.columns(4)
     last = metrics[-1] if metrics else {}
     speed = status.images_per_s if record.active else last.get("images_per_s")
-    eta = status.eta_s if record.status == "running" else None
+    eta = status.eta_remaining() if record.status == "running" else None  # counts down
     columns[0].metric("epochs done", f"{len(metrics)} / {record.spec.epochs}")
     columns[1].metric("images / s", f"{speed:,.0f}" if speed else "–")
     columns[2].metric("ETA", format_seconds(eta) if eta is not None else "–")
     columns[3].metric(
         "best test acc", f"{max(r['test_acc'] for r in metrics):.1%}" if metrics else "–"
     )
+    _stop_or_resume(queue, record, key)
+    steps = status.total_steps // status.epochs if status.epochs else None
+    batch_losses = batch_tail(str(record.folder)).read()
+    log_loss = st.toggle("Log-scale loss", key=f"{key}.log_loss", persist_state="session")
+    figure = live_run_figure(metrics, batch_losses, steps, record.spec.epochs, log_loss=log_loss)
+    st.plotly_chart(figure, key=f"{key}.live_chart", width="stretch")
+    if overlay is not None:
+        this_run = f"this run ({record.run_id[-4:]})"
+        series = {this_run: metrics, **overlay()}
+        if len(series) > 1:
+            colors = chart_colors(queue)
+            by_title = {**_colors_by_title(series, colors), this_run: colors.get(record.run_id)}
+            title = "test accuracy: this run and others"
+            figure = learning_curves(series, "test_acc", title=title, colors=by_title)
+            st.plotly_chart(legend_below(figure), key=f"{key}.overlay_chart", width="stretch")
+
+
+def _colors_by_title(titles: Iterable[str], colors: dict[str, str]) -> dict[str, str]:
+    """The colour of the run each run_title names (a title ends with the end of its run id)."""
+    ends: dict[str, list[str]] = {}
+    for run_id, colour in colors.items():
+        ends.setdefault(run_id[-4:], []).append(colour)
+    return {title: ends[title[-4:]][0] for title in titles if len(ends.get(title[-4:], ())) == 1}
+
+
+def _stop_or_resume(queue: RunQueue, record: RunRecord, key: str) -> None:
+    """Stop for a queued or running run; Resume for a stopped, interrupted or failed one."""
     if record.active:
         if stop_requested_at(record.folder) is not None:
             st.caption("Stop requested: the run stops at its next batch.")
@@ -204,21 +322,44 @@ def _draw_run(queue: RunQueue, record: RunRecord, key: str, overlay) -> None:
                 st.toast("Stopping at the next batch...")
             except RunError as error:
                 st.warning(plain(error))
-    steps = status.total_steps // status.epochs if status.epochs else None
-    batch_losses = batch_tail(str(record.folder)).read()
-    st.plotly_chart(
-        live_run_figure(metrics, batch_losses, steps), key=f"{key}.live_chart", width="stretch"
+    elif record.readable and record.status in RESUMABLE:
+        done = len(record.metrics)
+        where = f"after epoch {done}" if done else "from the start"
+        if st.button(
+            "Resume",
+            key=f"{key}.resume_btn",
+            icon=":material/play_arrow:",
+            help=f"Queue this run again: it goes on {where} of {record.spec.epochs}, from the "
+            "weights and optimiser state saved at the end of its last whole epoch.",
+        ):
+            _resume(queue, record)
+
+
+def _resume(queue: RunQueue, record: RunRecord) -> None:
+    try:
+        done = resume_run(record.run_id, queue.root)
+    except RunError as error:
+        st.warning(plain(error))
+        return
+    queue.tick()  # starts it now when there is room
+    epochs = record.spec.epochs
+    kept = "epoch 1 is kept" if done == 1 else f"epochs 1–{done} are kept"
+    st.session_state[TOAST_KEY] = (
+        f"Resuming at epoch {done + 1} of {epochs}: {kept}."
+        if done
+        else f"No whole epoch was saved: the run starts over at epoch 1 of {epochs}."
     )
-    if overlay is not None:
-        series = {f"this run ({record.run_id[-4:]})": metrics, **overlay()}
-        if len(series) > 1:
-            figure = legend_below(
-                learning_curves(series, "test_acc", title="test accuracy: this run and others")
-            )
-            st.plotly_chart(figure, key=f"{key}.overlay_chart", width="stretch")
+    st.rerun()  # the panel polls again now that the run is queued
 
 
-def _status_line(record: RunRecord) -> None:
+def show_pending_toast() -> None:
+    """A toast asked for just before a rerun (st.rerun drops the ones of the run it ends)."""
+    message = st.session_state.pop(TOAST_KEY, None)
+    if message:
+        st.toast(plain(message))
+
+
+def _status_line(record: RunRecord, queue: RunQueue) -> None:
     status = record.run_status
     if record.status == "running" and status.phase.startswith("teacher outputs"):
         done, total = (int(n) for n in status.phase.split()[-1].split("/"))
@@ -231,12 +372,25 @@ def _status_line(record: RunRecord) -> None:
         text = f"running · {plain(status.phase)} · step {status.step}/{status.total_steps}"
         st.progress(record.progress, text=text)
     elif record.status == "running":
-        st.progress(0.0, text=f"running · {plain(status.phase)}")
+        st.progress(0.0, text=f"running · {plain(PHASE_NAMES.get(status.phase, status.phase))}")
     elif record.status == "queued":
-        st.progress(0.0, text="queued · waits for the runs before it")
+        st.progress(record.progress, text=_queued_text(record, queue))
     else:
         error = status.error if record.status != "finished" else None
         st.progress(record.progress, text=record.status + (f": {plain(error)}" if error else ""))
+
+
+def _queued_text(record: RunRecord, queue: RunQueue) -> str:
+    """A queued run's phase ("queued to resume after epoch 2") and what it waits for."""
+    phase = record.run_status.phase
+    what = plain(phase) if phase.startswith("queued") else "queued"
+    active = queue.queue()
+    running = sum(r.status == "running" for r in active)
+    before = sum(r.status == "queued" and r.created_at < record.created_at for r in active)
+    if running < queue.max_running and not before:
+        return f"{what} · starts in a moment"
+    ahead = f"{running} running" + (f" and {before} queued" if before else "")
+    return f"{what} · waits for {ahead} (at most {queue.max_running} at once)"
 
 
 def queue_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
