@@ -212,14 +212,16 @@ if not records:
     st.stop()
 
 by_id = {r.run_id: r for r in records}
-if st.session_state["compare.ids"] is None:
-    st.session_state["compare.ids"] = list(by_id)[:4]
-st.session_state["compare.ids"] = [rid for rid in st.session_state["compare.ids"] if rid in by_id]
+if "compare.ids" not in st.query_params:  # else the link's runs (Streamlit drops unknown ones)
+    if st.session_state.get("compare.ids") is None:
+        st.session_state["compare.ids"] = list(by_id)[:4]
+    st.session_state["compare.ids"] = [r for r in st.session_state["compare.ids"] if r in by_id]
 chosen = st.multiselect(
     "Runs",
     list(by_id),
     key="compare.ids",
     persist_state="session",
+    bind="query-params",
     format_func=lambda rid: run_title(by_id[rid]),
 )
 colors = chart_colors(queue)

@@ -51,6 +51,7 @@ def test_image_ui(data: str) -> Image.Image | None:
         range(len(test.classes)),
         key="softened.class",
         persist_state="session",
+        bind="query-params",
         format_func=lambda i: test.classes[i],
     )
     positions = torch.nonzero(test.labels == class_index).flatten()
@@ -61,6 +62,7 @@ def test_image_ui(data: str) -> Image.Image | None:
         step=1,
         key="softened.index",
         persist_state="session",
+        bind="query-params",
     )
     pixels = test.images[positions[min(int(index), len(positions) - 1)]]  # (3, 32, 32) uint8
     return Image.fromarray(pixels.permute(1, 2, 0).numpy())
@@ -119,12 +121,14 @@ with left:
         "Teacher",
         with_weights(records, ["teacher", "distill", "student"]),
         key="softened.teacher",
+        in_url=True,
     )
 with right:
     student_id = run_picker(
         "Student",
         with_weights(records, ["distill", "student"]),
         key="softened.student",
+        in_url=True,
     )
 if teacher_id is None or student_id is None:
     st.info("Needs two runs with weights: train a teacher and a student first.")
@@ -139,6 +143,7 @@ source = st.radio(
     ("test image", "upload"),
     key="softened.source",
     persist_state="session",
+    bind="query-params",
     horizontal=True,
 )
 image = (
@@ -149,7 +154,13 @@ image = (
 if image is None:
     st.stop()
 temperature = st.slider(
-    "Temperature T", 0.25, 20.0, step=0.25, key="softened.temperature", persist_state="session"
+    "Temperature T",
+    0.25,
+    20.0,
+    step=0.25,
+    key="softened.temperature",
+    persist_state="session",
+    bind="query-params",
 )
 
 pixels = image_to_tensor(image)  # (3, 32, 32) uint8

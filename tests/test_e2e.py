@@ -396,6 +396,52 @@ def test_every_page_url_opens_right_on_a_cold_server(page, runs_root):
     assert "Traceback" not in log, log[-3000:]
 
 
+def slider_value(page) -> str:
+    """The value a page's (only) slider shows on its thumb."""
+    return page.get_by_test_id("stSliderThumbValue").first.inner_text()
+
+
+def test_a_link_or_a_reload_brings_back_the_view(page, server):
+    """The data source, the runs compared, the pair, the image and T live in the page's URL."""
+    open_page(page, server, "softened_outputs")
+    slider = page.get_by_role("slider", name="Temperature T")
+    slider.focus()
+    for _ in range(6):
+        page.keyboard.press("ArrowRight")  # T 4.0 -> 5.5
+    wait_until(page, lambda: "softened.temperature=5.5" in page.url, "T did not reach the URL")
+    page.get_by_role("spinbutton", name=re.compile(r"^Image")).fill("3")
+    page.keyboard.press("Enter")
+    wait_until(page, lambda: "softened.index=3" in page.url, "the image did not reach the URL")
+    link = page.url
+    other = page.context.new_page()  # a new tab, a new session: only the link carries the view
+    other.goto(link)
+    other.get_by_role("heading", name="Softened outputs").wait_for()
+    wait_until(other, lambda: slider_value(other) == "5.50", "T was not restored")
+    image = other.get_by_role("spinbutton", name=re.compile(r"^Image"))
+    wait_until(other, lambda: image.input_value() == "3", "the image was not restored")
+    other.close()
+
+    open_page(page, server, "compare_runs")
+    runs = page.get_by_role("combobox", name="Runs", exact=True)
+    page.get_by_role("button", name="Clear all").first.click()
+    wait_until(page, lambda: "compare.ids" not in page.url, "clearing did not reach the URL")
+    runs.click()
+    page.get_by_role("option", name=re.compile("e2e teacher")).click()
+    page.keyboard.press("Escape")
+    wait_until(page, lambda: "compare.ids=" in page.url, "the selection did not reach the URL")
+    page.reload()
+    page.get_by_role("heading", name="Compare runs").wait_for()
+    chosen = page.get_by_test_id("stMultiSelect").filter(has=runs).inner_text()
+    assert "e2e teacher" in chosen and "track.png" not in chosen
+
+    page.goto(
+        f"{server}/train_teacher?app.data_choice=a+folder+or+archive&app.data_folder=/nowhere"
+    )
+    page.get_by_text("Data folder /nowhere does not exist.").wait_for()
+    folder = page.get_by_role("textbox", name="Folder or archive path")
+    wait_until(page, lambda: folder.input_value() == "/nowhere", "the folder was not restored")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def fresh_screenshots():
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)

@@ -90,7 +90,8 @@ def init_state(defaults: Mapping[str, Any]) -> None:
     Page widgets pass `persist_state="session"`, so a choice survives a visit to another page.
     """
     for key, default in defaults.items():
-        st.session_state.setdefault(key, default)
+        if key not in st.query_params:  # a widget bound to the URL takes its value from there
+            st.session_state.setdefault(key, default)
 
 
 @st.cache_resource(show_spinner="Loading images...", max_entries=4)

@@ -176,22 +176,26 @@ def run_picker(
     key: str,
     none_label: str | None = None,
     help: str | None = None,
+    in_url: bool = False,
 ) -> str | None:
     """A selectbox of run ids shown by title; with `none_label`, a last "no run" choice (None).
 
     It starts on `default_run`: never on an interrupted or failed run while there is another.
+    `in_url`: the choice is kept in the page's URL (`?<key>=<title>`), so a link reproduces it.
     """
     titles = {record.run_id: run_title(record) for record in records}
     options = list(titles) + ([NO_RUN] if none_label else [])
     if not options:
         return None
-    if st.session_state.get(key) not in options:
+    from_url = in_url and key in st.query_params  # the link's choice (Streamlit checks it)
+    if st.session_state.get(key) not in options and not from_url:
         st.session_state[key] = default_run(records, allow_none=none_label is not None) or NO_RUN
     choice = st.selectbox(
         label,
         options,
         key=key,
         persist_state="session",
+        bind="query-params" if in_url else None,
         help=help,
         format_func=lambda run_id: titles.get(run_id, none_label or ""),
     )
