@@ -111,6 +111,54 @@ def study_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """The students alone that a run is measured against: finished, on the same data, epochs,
+    subset and validation split as a chosen one, the newest run of each seed."""
+
+    runs: tuple[RunRecord, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(r.final_test_acc for r in self.runs)
+
+    @property
+    def std(self) -> float | None:
+        accuracies = [r.final_test_acc for r in self.runs]
+        return statistics.stdev(accuracies) if len(accuracies) > 1 else None
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r.spec.seed for r in self.runs)
+
+    def comparable(self, record: RunRecord) -> bool:
+        return _same_protocol(record.spec, self.runs[0].spec)
+
+    def gain(self, record: RunRecord) -> float | None:
+        """Final test accuracy over the baseline's mean (a fraction); None when not comparable."""
+        if record.final_test_acc is None or not self.comparable(record):
+            return None
+        return record.final_test_acc - self.mean
+
+
+def baseline_like(chosen: RunRecord, records: Sequence[RunRecord]) -> Baseline:
+    """`chosen` (a student alone) and the other seeds of the same settings among `records`."""
+    alike = [
+        r for r in records
+        if r.spec.role == "student" and r.status == "finished" and r.final_test_acc is not None
+        and _same_protocol(r.spec, chosen.spec)
+    ]  # fmt: skip
+    return Baseline(tuple(_newest_per_seed(alike or [chosen])))
+
+
+def _same_protocol(first, second) -> bool:
+    return same_source(first.data, second.data) and (
+        first.epochs,
+        first.train_subset,
+        first.val_split,
+    ) == (second.epochs, second.train_subset, second.val_split)
+
+
 def _fills(record: RunRecord, key: str, data: str, protocol: Protocol, teachers) -> bool:
     spec = record.spec
     if record.status != "finished" or record.final_test_acc is None or not record.readable:

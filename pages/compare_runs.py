@@ -8,6 +8,7 @@ import ui.startup  # first: see its docstring
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from kdcore.evaluation import read_evaluation
@@ -20,7 +21,7 @@ from kdcore.plots import (
     reliability_diagram,
 )
 from kdcore.runs import RunRecord
-from kdcore.study import STUDY_TEACHER_ARCH, Protocol, study_rows
+from kdcore.study import STUDY_TEACHER_ARCH, Protocol, baseline_like, study_rows
 from ui.context import data_source, get_queue, init_state
 from ui.runs_view import chart_colors, legend_below, percent, run_picker, run_title, to_csv
 from ui.text import plain
@@ -54,8 +55,21 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "alpha": spec.alpha if distilled else None,
         "teacher": spec.teacher if distilled else None,
         "teacher cache saved (s)": cache.get("seconds_saved"),
+        "seed": spec.seed,
         "run": record.run_id,
     }
+
+
+def highlight_best(table: list[dict[str, Any]]):
+    """The table, the run with the best final test accuracy in bold (a pandas Styler)."""
+    frame = pd.DataFrame(table)
+    if frame.empty or frame["final test acc (%)"].isna().all():
+        return frame
+    best = frame["final test acc (%)"].max()
+    return frame.style.apply(
+        lambda row: ["font-weight: bold" if row["final test acc (%)"] == best else ""] * len(row),
+        axis=1,
+    )
 
 
 def study_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -231,9 +245,26 @@ curves_ui(
     distilled=[run_title(by_id[rid]) for rid in chosen if by_id[rid].spec.role == "distill"],
 )
 
-table = [summary_row(by_id[rid]) for rid in chosen]
 st.subheader("Runs side by side")
-st.dataframe(table, hide_index=True)
+table = [summary_row(by_id[rid]) for rid in chosen]
+alone = [r for r in records if r.spec.role == "student" and r.status == "finished"]
+if alone:
+    baseline_id = run_picker(
+        "Gain over (a student alone, with its other seeds)", alone, key="compare.baseline",
+        help="The gain is in points of final test accuracy, over the mean of the student-alone "
+        "runs of the same data, epochs and subset as this one (one per seed).",
+    )  # fmt: skip
+    baseline = baseline_like(by_id[baseline_id], records)
+    for row, rid in zip(table, chosen, strict=True):
+        gain = baseline.gain(by_id[rid])
+        row["gain (points)"] = round(100 * gain, 2) if gain is not None else None
+    spread = f" ± {percent(baseline.std)}" if baseline.std is not None else ""
+    st.caption(
+        f"Baseline: {percent(baseline.mean)}{spread} % final test accuracy, mean of "
+        f"{len(baseline.runs)} seed(s) ({', '.join(map(str, baseline.seeds))}). An empty gain: "
+        "another data set, number of epochs or subset than the baseline's."
+    )
+st.dataframe(highlight_best(table), hide_index=True)
 st.download_button(
     "Table (CSV)",
     to_csv(table),

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -651,3 +652,15 @@ def test_the_distil_form_refuses_a_teacher_of_other_classes_and_warns_of_other_d
     assert any(shown in message for message in messages), messages
     start = next(b for b in at.button if b.label == "Start distillation")
     assert start.disabled is (not startable)
+
+
+def test_compare_shows_the_gain_over_the_student_alone_and_its_seeds(trained):
+    at = open_page("compare_runs")
+    table = at.dataframe[0].value
+    alone = table[table["role"] == "student"].iloc[0]
+    distilled = table[table["role"] == "distill"].iloc[0]
+    assert alone["gain (points)"] == 0.0 and alone["seed"] == 0
+    expected = distilled["final test acc (%)"] - alone["final test acc (%)"]
+    assert distilled["gain (points)"] == pytest.approx(expected, abs=0.01)
+    assert pd.isna(table[table["role"] == "teacher"].iloc[0]["gain (points)"])  # other settings
+    assert any("mean of 1 seed(s) (0)" in caption.value for caption in at.caption)

@@ -8,7 +8,7 @@ import pytest
 
 from kdcore.runs import RunRecord, RunSpec
 from kdcore.status import RunStatus
-from kdcore.study import Protocol, study_rows
+from kdcore.study import Protocol, baseline_like, study_rows
 
 DATA = "cifar10"
 _clock = iter(range(1_000, 100_000))
@@ -106,3 +106,17 @@ def test_empty_rows_say_what_to_run():
 def test_data_without_the_cifar10_classes_fills_no_row():
     rows = study_rows([run("alone", role="student", data="synthetic")], "synthetic")
     assert all(row["our_acc"] is None and "CIFAR-10 classes" in row["command"] for row in rows)
+
+
+def test_the_baseline_is_every_seed_of_the_same_settings_and_gains_are_over_its_mean():
+    alone = [run(f"alone-s{seed}", acc, role="student", seed=seed)
+             for seed, acc in ((0, 0.70), (1, 0.72), (2, 0.74))]  # fmt: skip
+    other = run("alone-3-epochs", 0.60, role="student", epochs=3)
+    distilled = run("d", 0.75, role="distill", teacher="t")
+    short = run("d-3", 0.65, role="distill", teacher="t", epochs=3)
+    baseline = baseline_like(alone[1], [*alone, other, distilled, short])
+    assert baseline.seeds == [0, 1, 2] and baseline.mean == pytest.approx(0.72)
+    assert baseline.std == pytest.approx(0.02)
+    assert baseline.gain(distilled) == pytest.approx(0.03)
+    assert baseline.gain(short) is None  # other epochs: not comparable
+    assert baseline_like(other, [*alone, other]).seeds == [0]
