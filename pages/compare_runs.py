@@ -97,7 +97,8 @@ def study_ui(records: Sequence[RunRecord]) -> None:
     st.subheader("The study's five settings beside ours")
     arch = st.selectbox(
         "Teachers", TEACHER_ARCHS, index=TEACHER_ARCHS.index(STUDY_TEACHER_ARCH),
-        key="compare.study_arch", help="The study's teachers are ResNet101s.",
+        key="compare.study_arch", bind="query-params",
+        help="The study's teachers are ResNet101s.",
     )  # fmt: skip
     data = data_source()
     st.caption(
