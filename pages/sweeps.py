@@ -20,7 +20,16 @@ from kdcore.sweep import (
     summarise,
 )
 from ui.context import TABLE_POLL_SECONDS, data_source, get_queue, init_state
-from ui.runs_view import legend_below, percent, run_picker, run_title, to_csv, with_weights
+from ui.runs_view import (
+    EPOCHS_HELP,
+    SUBSET_HELP,
+    legend_below,
+    percent,
+    run_picker,
+    run_title,
+    to_csv,
+    with_weights,
+)
 from ui.text import plain
 
 ui.startup.through_app()
@@ -36,6 +45,7 @@ init_state(
         "sweep.epochs": 10,
         "sweep.subset": 0,
         "sweep.metric": "test_acc",
+        "sweep.label": "",
         "sweep.cell": None,
     }
 )
@@ -44,6 +54,13 @@ init_state(
 def sweep_settings_ui(teacher: str | None) -> SweepSpec | None:
     """The grid and the training settings; returns the spec when Start is pressed."""
     with st.form("sweep.form"):
+        name = st.text_input(
+            "Name (optional)",
+            key="sweep.label",
+            persist_state="session",
+            max_chars=80,
+            help="Your name for this sweep: it heads the sweep and each of its runs' titles.",
+        )
         left, right = st.columns(2)
         temperatures = left.multiselect(
             "Temperatures T", TEMPERATURES, key="sweep.temperatures", persist_state="session"
@@ -55,7 +72,12 @@ def sweep_settings_ui(teacher: str | None) -> SweepSpec | None:
             "Seeds per cell", min_value=1, max_value=10, key="sweep.seeds", persist_state="session"
         )
         epochs = right.number_input(
-            "Epochs", min_value=0, step=1, key="sweep.epochs", persist_state="session"
+            "Epochs",
+            min_value=0,
+            step=1,
+            key="sweep.epochs",
+            persist_state="session",
+            help=EPOCHS_HELP,
         )
         subset = left.number_input(
             "Training images (0 = all)",
@@ -63,6 +85,7 @@ def sweep_settings_ui(teacher: str | None) -> SweepSpec | None:
             step=500,
             key="sweep.subset",
             persist_state="session",
+            help=SUBSET_HELP,
         )
         started = st.form_submit_button("Start the sweep", type="primary", disabled=not teacher)
     if not started or teacher is None:
@@ -74,6 +97,7 @@ def sweep_settings_ui(teacher: str | None) -> SweepSpec | None:
         alphas=tuple(sorted(alphas)),
         seeds=tuple(range(int(seeds))),
         training=training,
+        label=name.strip(),
     )
 
 

@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from kdcore.execute import execute_run
 from kdcore.inference import classify_upload
-from kdcore.runs import RunSpec, create_run, load_run
+from kdcore.runs import RunSpec, create_run, list_runs, load_run
 from kdcore.status import RunStatus, write_status
 from ui.context import get_queue
 
@@ -340,8 +340,11 @@ def test_a_sweep_started_from_its_page_fills_its_heatmap_and_table(trained_root,
     at.multiselect(key="sweep.alphas").set_value([0.5])
     at.number_input(key="sweep.epochs").set_value(1)
     at.number_input(key="sweep.subset").set_value(1024)
+    at.text_input(key="sweep.label").set_value("first grid")
     at.button[0].click().run()  # the form's Start button
     assert at.success and "3 runs queued" in at.success[0].value
+    labels = {record.spec.label for record in list_runs(root) if "first grid" in record.spec.label}
+    assert labels == {"first grid alone s0", "first grid T1-a0.5-s0", "first grid T4-a0.5-s0"}
     poll_until(at, lambda at: any(t.startswith("3/3 runs finished") for t in progress_texts(at)),
                timeout=180)  # fmt: skip
     table = at.dataframe[0].value
