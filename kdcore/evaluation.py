@@ -17,11 +17,18 @@ from typing import Any
 
 import torch
 
-from kdcore.checkpoints import CheckpointError, atomic_torch_save, load_model, read_checkpoint
+from kdcore.checkpoints import CheckpointError, atomic_torch_save, load_model
 from kdcore.data import ImageSet, load_split, require_same_classes, source_fingerprint
 from kdcore.engine import pick_device, predict_logits
 from kdcore.metrics import confusion_matrix, reliability, student_report
-from kdcore.runs import DEFAULT_ROOT, RunError, load_run, teacher_checkpoint, write_json
+from kdcore.runs import (
+    DEFAULT_ROOT,
+    RunError,
+    checkpoint_header,
+    load_run,
+    teacher_checkpoint,
+    write_json,
+)
 from kdcore.teacher_cache import plausible_logits, test_logits_file
 
 EVALUATION_FILE = "evaluation.json"
@@ -58,7 +65,7 @@ def evaluate_checkpoint(
     teacher_logits = None
     if teacher:
         teacher_weights = teacher_checkpoint(teacher, root)
-        teacher_classes = _read_header(teacher_weights)["classes"]
+        teacher_classes = checkpoint_header(teacher_weights)["classes"]
         require_same_classes(teacher_classes, test.classes, f"teacher {teacher}", f"{data} test/")
     with torch.inference_mode():
         logits = predict_logits(model, test, device).cpu()
@@ -98,13 +105,6 @@ def teacher_test_logits(
         logits = predict_logits(teacher, test, device).cpu()
     atomic_torch_save(logits, path)
     return logits
-
-
-def _read_header(weights: Path) -> dict[str, Any]:
-    try:
-        return read_checkpoint(weights, mmap=True)
-    except CheckpointError as error:
-        raise RunError(str(error)) from error
 
 
 def write_evaluation(folder: Path, report: dict[str, Any]) -> None:

@@ -186,7 +186,7 @@ def check_teacher(
     """RunError unless `spec.teacher` is a teacher's checkpoint for the classes of `spec.data`."""
     if not spec.teacher:
         raise RunError("Distillation needs a teacher: a finished teacher run or a checkpoint.")
-    payload = _checkpoint_header(teacher_checkpoint(spec.teacher, root))
+    payload = checkpoint_header(teacher_checkpoint(spec.teacher, root))
     role = checkpoint_role(payload)
     if role not in (None, "teacher"):
         raise RunError(
@@ -200,7 +200,7 @@ def check_teacher(
 def teacher_data_warning(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str | None:
     """A sentence when a distillation's teacher learned its (same) classes from other data."""
     try:
-        payload = _checkpoint_header(teacher_checkpoint(spec.teacher or "", root))
+        payload = checkpoint_header(teacher_checkpoint(spec.teacher or "", root))
     except RunError:
         return None
     teacher_spec = payload["meta"].get("spec")
@@ -216,7 +216,8 @@ def teacher_data_warning(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str | None
     return None
 
 
-def _checkpoint_header(path: Path) -> dict[str, Any]:
+def checkpoint_header(path: Path) -> dict[str, Any]:
+    """A checkpoint's metadata (arch, classes, meta; the weights mapped, not read); RunError."""
     try:
         return read_checkpoint(path, mmap=True)
     except CheckpointError as error:
