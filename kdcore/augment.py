@@ -26,6 +26,9 @@ class EpochViews:
     def select(self, indices: torch.Tensor) -> EpochViews:
         return EpochViews(self.offsets[indices], self.flips[indices])
 
+    def to(self, device: torch.device | str) -> EpochViews:
+        return EpochViews(self.offsets.to(device), self.flips.to(device))
+
 
 def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     """An explicit CPU generator for one (seed, epoch, stream): nothing global is touched."""
@@ -69,7 +72,7 @@ def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 
 
 def train_batch(
-    images: torch.Tensor, views: EpochViews, dtype: torch.dtype = torch.float32
+    images: torch.Tensor, views: EpochViews, dtype: torch.dtype = torch.float32, pad: int = PAD
 ) -> torch.Tensor:
     """The augmented, normalised training input for a batch of uint8 images."""
-    return normalize(crop_flip(images, views), dtype)
+    return normalize(crop_flip(images, views, pad), dtype)

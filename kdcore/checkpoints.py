@@ -112,13 +112,24 @@ def checkpoint_role(payload: dict[str, Any]) -> str | None:
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
-    from kdcore.models import LEGACY_STEM, ModelError, build_model, is_resnet
+    from kdcore.models import (
+        CIFARNET_ARCH,
+        LEGACY_STEM,
+        ModelError,
+        build_model,
+        is_resnet,
+    )
 
     payload = read_checkpoint(path)
     try:
         # ResNets saved before stems were a choice carry no "stem": they had torchvision's
         stem = payload.get("stem", LEGACY_STEM if is_resnet(payload["arch"]) else None)
         model = build_model(payload["arch"], payload["num_classes"], stem)
+        if payload["arch"] == CIFARNET_ARCH and "features.0.weight" in payload["state_dict"]:
+            raise CheckpointError(
+                f"Checkpoint {path} holds the first CifarNet (a 3x3 stem, no whitening layer), "
+                "which this kdcore no longer builds; train the teacher again with --arch cifarnet."
+            )
         model.load_state_dict(payload["state_dict"], strict=True)
     except (ModelError, RuntimeError, KeyError) as error:
         raise CheckpointError(

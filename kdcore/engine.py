@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcore.augment import epoch_order, epoch_views, normalize, train_batch
+from kdcore.augment import PAD, epoch_order, epoch_views, normalize, train_batch
 from kdcore.data import ImageSet
 from kdcore.losses import (
     DEFAULT_ALPHA,
@@ -33,6 +33,7 @@ from kdcore.losses import (
 OPTIMIZERS = ("adamw", "sgd")
 MAX_LR = 10.0  # far above any schedule's peak that trains; larger values are typos
 SCHEDULES = ("onecycle", "constant")
+GPU_SYNC_EVERY = 20  # batches whose numbers a GPU keeps before one copy to the host
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class TrainConfig:
     schedule: str = "onecycle"
     warmup_fraction: float = 0.25
     label_smoothing: float = 0.0
+    crop_padding: int = PAD  # the study's RandomCrop(32, padding=4); distillation keeps it
     seed: int = 0
     eval_batch_size: int = 1000
 
@@ -72,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"Weight decay must lie in [0, 1] (got {self.weight_decay}).")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"Momentum must lie in [0, 1) (got {self.momentum}).")
+        if not 0 <= self.crop_padding <= 16:
+            raise ValueError(f"Crop padding must lie in [0, 16] (got {self.crop_padding}).")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Label smoothing must lie in [0, 1) (got {self.label_smoothing}).")
 
@@ -232,8 +236,15 @@ def fit(
     states, the rows so far). Given back as `resume`, with the model's weights of that epoch,
     `fit` continues where it stopped and ends with the weights an unbroken fit gives.
     """
+    if distillation is not None and config.crop_padding != PAD:
+        raise ValueError(
+            f"Distillation reads the teacher's outputs for the study's crops (padding {PAD}), "
+            f"not padding {config.crop_padding}."
+        )
     device = device or pick_device()
     stop_event = stop_event or threading.Event()
+    if resume is None and hasattr(model, "initialise_from"):
+        model.initialise_from(_initialisation_images(train))
     model = prepare_model(model, device)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     optimizer = build_optimizer(model, config)
@@ -295,6 +306,12 @@ def fit(
     return result
 
 
+def _initialisation_images(train: ImageSet, count: int = 5000) -> torch.Tensor:
+    """Normalised training images spread over the whole split, for data-dependent inits."""
+    step = max(1, len(train) // count)
+    return normalize(train.images[::step][:count])
+
+
 def _train_state(optimizer, scheduler, history: list[dict[str, float]]) -> dict[str, Any]:
     """What `fit(resume=...)` needs besides the weights, on the CPU (tensors, numbers, lists)."""
     return {
@@ -325,16 +342,24 @@ def _val_logs(
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """SGD (Nesterov) or AdamW over the trainable parameters, in one group per learning-rate scale.
+
+    A model may have parameters learn faster than the rest (`model.lr_scale(name)`, e.g.
+    CifarNet's BatchNorm shifts); their weight decay is divided by the same scale, so that every
+    parameter decays by the same fraction a step.
+    """
+    lr_scale = getattr(model, "lr_scale", lambda name: 1.0)
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            groups.setdefault(float(lr_scale(name)), []).append(parameter)
+    param_groups = [
+        {"params": params, "lr": config.lr * scale, "weight_decay": config.weight_decay / scale}
+        for scale, params in sorted(groups.items())
+    ]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=True,
-            weight_decay=config.weight_decay,
-        )
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(param_groups, momentum=config.momentum, nesterov=True)
+    return torch.optim.AdamW(param_groups)
 
 
 def build_scheduler(
@@ -347,14 +372,17 @@ def build_scheduler(
     if pct_start * total_steps == 1:  # a one-step warm-up makes OneCycleLR divide by zero
         pct_start = 1.5 / total_steps
     return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=pct_start
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=total_steps,
+        pct_start=pct_start,
     )
 
 
-def _to_floats(values: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Scalar tensors -> floats through one stacked copy, not one sync per value."""
-    stacked = torch.stack([value.detach().float().reshape(()) for value in values.values()])
-    return dict(zip(values, stacked.tolist(), strict=True))
+def host_sync_every(device: torch.device) -> int:
+    """Batches between copies of their numbers to the host: every batch on the CPU, where a copy
+    costs nothing, GPU_SYNC_EVERY on a GPU."""
+    return 1 if device.type == "cpu" else GPU_SYNC_EVERY
 
 
 class _Emitter:
@@ -384,18 +412,23 @@ class _StepContext:
         teacher_logits: torch.Tensor | None,
         stop_event: threading.Event,
     ) -> dict[str, float] | None:
-        """One pass over the shuffled, augmented training set; None when stopped mid-way."""
+        """One pass over the shuffled, augmented training set; None when stopped mid-way.
+
+        A batch's numbers stay on the device until `sync_every` batches are pending: on a GPU a
+        copy to the host waits for all queued work, so a copy per batch would idle the GPU.
+        """
         self.model.train()
         seed, batches = self.config.seed, math.ceil(len(labels) / self.config.batch_size)
+        pad = self.config.crop_padding
         order = epoch_order(len(labels), seed, epoch).to(self.device)
-        views = epoch_views(len(labels), seed, epoch)
-        loss_sum, correct, seen, started = 0.0, 0, 0, time.perf_counter()
-        term_sums: dict[str, float] = {}  # distillation: soft, hard and teacher agreement
+        views = epoch_views(len(labels), seed, epoch, pad).to(self.device)  # one copy an epoch
+        sync_every = host_sync_every(self.device)
+        totals = _EpochTotals(epoch, batches, self.emit)
+        started = time.perf_counter()
         for batch_index, indices in enumerate(order.split(self.config.batch_size)):
             if stop_event.is_set():
                 return None
-            batch_views = views.select(indices.cpu())
-            inputs = train_batch(images[indices], batch_views)  # (B, 3, 32, 32) channels-last
+            inputs = train_batch(images[indices], views.select(indices), pad=pad)
             targets = labels[indices]
             teacher = None if teacher_logits is None else teacher_logits[indices]
             terms, logits = self._step(inputs, targets, teacher)
@@ -403,32 +436,14 @@ class _StepContext:
             terms["correct"] = (predicted == targets).sum()
             if teacher is not None:
                 terms["agreement"] = (predicted == teacher.argmax(1)).float().mean()
-            extra = _to_floats(terms)  # one device-to-host sync per batch
-            loss, batch_correct = extra.pop("loss"), extra.pop("correct")
-            if not math.isfinite(loss):  # the weights are lost: stop before an epoch is saved
-                raise DivergedError(
-                    f"loss became {loss} at epoch {epoch + 1}, batch {batch_index + 1}; "
-                    "try a lower learning rate"
-                )
-            loss_sum += loss * len(indices)
-            correct += int(batch_correct)
-            seen += len(indices)
-            for name, value in extra.items():  # distillation: soft, hard, agreement
-                term_sums[name] = term_sums.get(name, 0.0) + value * len(indices)
-            step_logs = {
-                "loss": loss,
-                "epoch": epoch + 1,
-                "batch": batch_index + 1,
-                "batches": batches,
-                **extra,
-            }
-            self.emit("on_batch_end", epoch * batches + batch_index + 1, step_logs)
+            totals.add(batch_index, len(indices), terms)
+            if len(totals.pending) >= sync_every:
+                totals.flush()
+        totals.flush()
         seconds = time.perf_counter() - started
         return {
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-            **{f"train_{name}": total / seen for name, total in term_sums.items()},
-            "images_per_s": seen / seconds,
+            **totals.epoch_logs(),
+            "images_per_s": totals.seen / seconds,
             "lr": self.scheduler.get_last_lr()[0],
         }
 
@@ -455,3 +470,62 @@ class _StepContext:
         self.optimizer.step()
         self.scheduler.step()
         return {k: v.detach() for k, v in terms.items()}, logits.detach()
+
+
+@dataclass
+class _EpochTotals:
+    """A training epoch's running sums, fed batch by batch and read from the device in groups."""
+
+    epoch: int
+    batches: int
+    emit: _Emitter
+    pending: list[tuple[int, int, dict[str, torch.Tensor]]] = field(default_factory=list)
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    term_sums: dict[str, float] = field(default_factory=dict)  # soft, hard, agreement
+
+    def add(self, batch_index: int, size: int, terms: dict[str, torch.Tensor]) -> None:
+        self.pending.append((batch_index, size, terms))
+
+    def flush(self) -> None:
+        """One device-to-host copy for every pending batch, then their events in order."""
+        if not self.pending:
+            return
+        names = list(self.pending[0][2])
+        stacked = torch.stack(
+            [
+                torch.stack([terms[n].detach().float().reshape(()) for n in names])
+                for _, _, terms in self.pending
+            ]
+        )
+        for (batch_index, size, _), values in zip(self.pending, stacked.tolist(), strict=True):
+            extra = dict(zip(names, values, strict=True))
+            loss, batch_correct = extra.pop("loss"), extra.pop("correct")
+            if not math.isfinite(loss):  # the weights are lost: stop before an epoch is saved
+                raise DivergedError(
+                    f"loss became {loss} at epoch {self.epoch + 1}, batch {batch_index + 1}; "
+                    "try a lower learning rate"
+                )
+            self.loss_sum += loss * size
+            self.correct += int(batch_correct)
+            self.seen += size
+            for name, value in extra.items():
+                self.term_sums[name] = self.term_sums.get(name, 0.0) + value * size
+            step = self.epoch * self.batches + batch_index + 1
+            logs = {
+                "loss": loss,
+                "epoch": self.epoch + 1,
+                "batch": batch_index + 1,
+                "batches": self.batches,
+                **extra,
+            }
+            self.emit("on_batch_end", step, logs)
+        self.pending.clear()
+
+    def epoch_logs(self) -> dict[str, float]:
+        return {
+            "train_loss": self.loss_sum / self.seen,
+            "train_acc": self.correct / self.seen,
+            **{f"train_{name}": total / self.seen for name, total in self.term_sums.items()},
+        }

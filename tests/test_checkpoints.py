@@ -116,6 +116,19 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(saved):
         load_model(path)
 
 
+def test_a_checkpoint_of_the_first_cifarnet_says_to_train_again(tmp_path):
+    path = tmp_path / "old.pt"
+    first_cifarnet = {
+        "features.0.weight": torch.zeros(32, 3, 3, 3),
+        "classifier.bias": torch.zeros(10),
+    }
+    save_checkpoint(path, SmallCNN(), "cifarnet", CLASSES)
+    payload = torch.load(path, weights_only=True)
+    torch.save({**payload, "state_dict": first_cifarnet}, path)
+    with pytest.raises(CheckpointError, match="first CifarNet.*train the teacher again"):
+        load_model(path)
+
+
 def test_a_resnet_keeps_its_stem_through_a_checkpoint(tmp_path):
     from kdcore.models import build_model
 

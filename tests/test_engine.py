@@ -16,6 +16,7 @@ from kdcore.engine import (
     Distillation,
     DivergedError,
     TrainConfig,
+    build_optimizer,
     build_scheduler,
     evaluate,
     fit,
@@ -171,6 +172,8 @@ def test_different_seed_gives_different_weights(tiny):
         ({"schedule": "cosine"}, "Unknown schedule 'cosine'"),
         ({"warmup_fraction": 1.0}, r"Warm-up fraction must lie in \(0, 1\)"),
         ({"warmup_fraction": 0.0}, r"Warm-up fraction must lie in \(0, 1\)"),
+        ({"crop_padding": -1}, r"Crop padding must lie in \[0, 16\]"),
+        ({"crop_padding": 17}, r"Crop padding must lie in \[0, 16\]"),
     ],
 )
 def test_train_config_refuses_bad_settings(settings, message):
@@ -205,6 +208,51 @@ def test_one_cycle_schedule_steps_through_every_short_run(warmup):
                 optimizer.step()
                 scheduler.step()
             assert max(rates) <= config.lr * (1 + 1e-9), (epochs, steps_per_epoch)
+
+
+def test_crop_padding_reaches_the_views_and_the_crop(tiny, monkeypatch):
+    import kdcore.engine as engine
+
+    train, test = tiny
+    seen, real = [], engine.train_batch
+
+    def spy(images, views, dtype=torch.float32, pad=4):
+        seen.append((pad, int(views.offsets.max())))
+        return real(images, views, dtype, pad=pad)
+
+    monkeypatch.setattr(engine, "train_batch", spy)
+    fit(
+        fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32, crop_padding=2), device=CPU
+    )
+    assert {pad for pad, _ in seen} == {2}
+    assert max(offset for _, offset in seen) <= 4  # a crop origin within 2 * 2 pixels
+
+
+class FastShifts(nn.Module):
+    """Two parameters, one of which asks to learn 64x faster."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight, self.shift = nn.Parameter(torch.ones(3)), nn.Parameter(torch.zeros(3))
+
+    def lr_scale(self, name):
+        return 64.0 if name == "shift" else 1.0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_models_lr_scales_give_faster_groups_with_the_same_decay_per_step(optimizer):
+    config = TrainConfig(epochs=1, optimizer=optimizer, lr=0.01, weight_decay=0.004)
+    built = build_optimizer(FastShifts(), config)
+    assert [group["lr"] for group in built.param_groups] == [0.01, 0.64]
+    for group in built.param_groups:
+        assert group["lr"] * group["weight_decay"] == pytest.approx(0.01 * 0.004)
+    scheduler = build_scheduler(built, config, steps_per_epoch=20)
+    peaks = [0.0, 0.0]
+    for _ in range(20):
+        peaks = [max(p, g["lr"]) for p, g in zip(peaks, built.param_groups, strict=True)]
+        built.step()
+        scheduler.step()
+    assert peaks == pytest.approx([0.01, 0.64])
 
 
 def test_sgd_with_constant_schedule_keeps_its_learning_rate(tiny):
@@ -307,6 +355,43 @@ def test_a_loss_that_turns_nan_fails_the_fit_at_that_batch(synthetic_train, synt
     config = TrainConfig(epochs=2, batch_size=32)
     with pytest.raises(DivergedError, match="loss became nan at epoch 1, batch 1"):
         fit(model, synthetic_train.subset(64, 0), synthetic_test.subset(32, 0), config)
+
+
+def test_numbers_read_in_groups_give_the_same_events_and_rows(tiny, monkeypatch):
+    # on a GPU the engine copies a group of batches' numbers at once; the result must not change
+    import kdcore.engine as engine
+
+    train, test = tiny
+    config = TrainConfig(epochs=2, batch_size=16)
+    runs = []
+    for every in (1, 4):
+        monkeypatch.setattr(engine, "host_sync_every", lambda device, every=every: every)
+        recorder = Recorder()
+        result = fit(fresh_model(), train, test, config, callbacks=[recorder], device=CPU)
+        batch_events = [event[1:] for event in recorder.events if event[0] == "batch"]
+        rows = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in result.history]
+        runs.append((batch_events, rows))
+    assert runs[0] == runs[1]
+    assert [step for step, _ in runs[0][0]] == list(range(1, 13))  # 6 batches an epoch, in order
+
+
+def test_a_nan_in_a_group_of_batches_still_names_its_batch(
+    synthetic_train, synthetic_test, monkeypatch
+):
+    import kdcore.engine as engine
+
+    monkeypatch.setattr(engine, "host_sync_every", lambda device: 3)
+    model = SmallCNN(10)
+    with torch.no_grad():
+        model.classifier.bias.fill_(math.nan)
+    with pytest.raises(DivergedError, match="loss became nan at epoch 1, batch 1"):
+        fit(
+            model,
+            synthetic_train.subset(64, 0),
+            synthetic_test.subset(32, 0),
+            TrainConfig(epochs=1, batch_size=16),
+            device=CPU,
+        )
 
 
 def test_distillation_defaults_come_from_the_loss():

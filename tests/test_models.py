@@ -125,8 +125,8 @@ def multiply_adds(model: nn.Module, size: int = 32) -> int:
 
 
 def test_cifarnet_costs_what_its_docstring_states():
-    # CifarNet's docstring: 85.8 M multiply-adds; SmallCNN 10.3 M; ResNet18 (cifar stem) 555 M
-    assert round(multiply_adds(CifarNet()) / 1e6, 1) == 85.8
+    # CifarNet's docstring: 69.1 M multiply-adds; SmallCNN 10.3 M; ResNet18 (cifar stem) 555 M
+    assert round(multiply_adds(CifarNet()) / 1e6, 1) == 69.1
     assert round(multiply_adds(SmallCNN()) / 1e6, 1) == 10.3
     assert round(multiply_adds(build_model("resnet18", stem="cifar")) / 1e6) == 555
 
@@ -134,22 +134,105 @@ def test_cifarnet_costs_what_its_docstring_states():
 def test_cifarnet_shapes_and_parameter_count():
     model = CifarNet(10)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert model.features(torch.zeros(2, 3, 32, 32)).shape == (2, 256, 4, 4)
-    conv_weights = 9 * (3 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 256 * 256)
-    batchnorm = 2 * (32 + 64 + 64 + 128 + 128 + 256 + 256)
-    head = 256 * 10 + 10
-    assert sum(p.numel() for p in model.parameters()) == conv_weights + batchnorm + head
+    whitened = model.whiten(torch.zeros(2, 3, 32, 32))
+    assert whitened.shape == (2, 24, 31, 31)
+    sizes = [tuple(group(x).shape[1:]) for group, x in _group_inputs(model, whitened)]
+    assert sizes == [(48, 15, 15), (192, 7, 7), (192, 3, 3)]
+    whitening = 24 * 3 * 2 * 2 + 24
+    convs = 9 * (24 * 48 + 48 * 48 + 48 * 192 + 192 * 192 + 192 * 192 + 192 * 192)
+    batchnorm = 2 * 2 * (48 + 192 + 192)  # scale and shift, two per group
+    head = 192 * 10  # no bias
+    assert sum(p.numel() for p in model.parameters()) == whitening + convs + batchnorm + head
     assert CifarNet(7)(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+
+
+def _group_inputs(model, x):
+    for group in model.groups:
+        yield group, x
+        x = group(x)
+
+
+def test_cifarnet_trains_shifts_not_scales_and_its_shifts_faster():
+    model = CifarNet(10)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "whiten.weight" not in trainable and "whiten.bias" in trainable
+    assert not any(name.endswith("norm1.weight") for name in trainable)
+    assert "groups.0.norm1.bias" in trainable
+    assert model.lr_scale("groups.0.norm1.bias") == 64.0
+    assert model.lr_scale("groups.0.conv1.weight") == model.lr_scale("classifier.weight") == 1.0
+
+
+def test_cifarnet_convs_start_as_identities_on_their_first_channels():
+    group = CifarNet(10).groups[1]  # 48 -> 192 channels
+    x = torch.randn(1, 48, 8, 8)
+    assert torch.allclose(group.conv1(x)[:, :48], x)
+    assert not torch.allclose(group.conv1(x)[:, 48:96], x)
+    y = torch.randn(1, 192, 4, 4)
+    assert torch.allclose(group.conv2(y), y)
+
+
+def test_cifarnet_whitening_decorrelates_the_patches_of_its_images():
+    torch.manual_seed(0)
+    mixing = torch.tensor([[1.0, 0.8, 0.6], [0.0, 0.5, 0.4], [0.0, 0.0, 0.3]])
+    images = torch.einsum("ij,njhw->nihw", mixing, torch.randn(64, 3, 16, 16))  # correlated RGB
+    model = CifarNet(10)
+    model.initialise_from(images)
+    filters = model.whiten.weight[:12]
+    assert torch.allclose(model.whiten.weight[12:], -filters)
+    responses = torch.nn.functional.conv2d(images, filters)  # (N, 12, 15, 15)
+    flat = responses.permute(1, 0, 2, 3).reshape(12, -1)
+    second_moments = flat @ flat.T / flat.shape[1]
+    assert torch.allclose(second_moments, torch.eye(12), atol=0.05)
+
+
+def test_fit_whitens_cifarnet_from_the_training_images_but_not_on_resume(synthetic_train):
+    from kdcore.augment import normalize
+    from kdcore.engine import Callback, TrainConfig, fit
+
+    class KeepState(Callback):
+        def on_train_state(self, epoch, state):
+            self.state = getattr(self, "state", state)  # the first epoch's
+
+    train = synthetic_train.subset(128, seed=0)
+    model, kept = CifarNet(10), KeepState()
+    untrained = model.whiten.weight.detach().clone()
+    fit(
+        model,
+        train,
+        train,
+        TrainConfig(epochs=2, batch_size=64),
+        callbacks=[kept],
+        device=torch.device("cpu"),
+    )
+    fitted = CifarNet(10)
+    fitted.initialise_from(normalize(train.images))
+    assert not torch.equal(model.whiten.weight, untrained)
+    assert torch.allclose(model.whiten.weight, fitted.whiten.weight)  # from the data, then frozen
+    resumed = CifarNet(10)
+    resumed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        resumed.whiten.weight.fill_(0.5)  # the saved whitening must survive a resume
+    fit(
+        resumed,
+        train,
+        train,
+        TrainConfig(epochs=2, batch_size=64),
+        resume=kept.state,
+        device=torch.device("cpu"),
+    )
+    assert torch.all(resumed.whiten.weight == 0.5)
 
 
 def test_cifarnet_learns_a_tiny_problem(synthetic_train):
     from kdcore.engine import TrainConfig, evaluate, fit
+    from kdcore.recipes import optimiser_defaults
 
     torch.manual_seed(0)
     train = synthetic_train.subset(512, seed=0)
     model = CifarNet(10)
     before = evaluate(model, train, torch.device("cpu"))["acc"]
-    config = TrainConfig(epochs=3, batch_size=64, optimizer="sgd", lr=0.05)
+    recipe = optimiser_defaults("teacher", "cifarnet", None, "scratch")
+    config = TrainConfig(epochs=3, batch_size=64, **recipe)
     fit(model, train, train, config, device=torch.device("cpu"))
     after = evaluate(model, train, torch.device("cpu"))["acc"]
     assert after > max(0.6, before + 0.3), (before, after)

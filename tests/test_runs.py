@@ -91,7 +91,8 @@ def test_teacher_recipes_follow_arch_stem_and_init():
         return RunSpec(role="teacher", **fields).train_config()
 
     cifarnet = teacher(arch="cifarnet")
-    assert (cifarnet.optimizer, cifarnet.lr, cifarnet.label_smoothing) == ("sgd", 0.1, 0.0)
+    assert (cifarnet.optimizer, cifarnet.lr, cifarnet.label_smoothing) == ("sgd", 0.08, 0.0)
+    assert (cifarnet.weight_decay, cifarnet.crop_padding) == (3e-3, 2)
     assert teacher(arch="resnet18").lr == 0.1  # cifar stem, from scratch
     assert teacher(arch="resnet18", stem="imagenet").lr == 0.2
     assert teacher(arch="resnet101", init="imagenet").lr == 0.02
