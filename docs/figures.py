@@ -24,7 +24,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from kdcore.plots import sweep_heatmap
+from kdcore.plot_evaluation import sweep_heatmap
 from kdcore.sweep import SweepSpec, read_sweep, summarise, sweep_dir
 
 CHROMIUM = "/usr/bin/chromium"

@@ -1,4 +1,6 @@
-"""Plotly figure builders: plain data in, go.Figure out (no Streamlit, so tests can check them).
+"""Training curves and the styling every chart shares: plain data in, go.Figure out (no
+Streamlit, so tests can check them). One image's outputs are charted by `kdcore.plot_outputs`,
+runs judged side by side by `kdcore.plot_evaluation`.
 
     colors = run_colors(all_run_ids)  # one colour per run, the same on every chart
     fig = learning_curves({"student": rows, "distilled T=4": rows_kd}, metric="test_acc",
@@ -170,7 +172,7 @@ def learning_curves(
         fig.update_xaxes(range=[0, 1])
         fig.update_yaxes(range=[0, 100] if scale != 1.0 else [0, 1])
         _no_data(fig, "no epoch finished yet" if series else "no runs chosen")
-    return _tidy(fig)
+    return tidy(fig)
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ def live_run_figure(
         fig.update_yaxes(range=[0, 100], row=1, col=2)
         _no_data(fig, "no epoch finished yet", col=2)
         _no_data(fig, "waiting for the first batch", col=1)
-        return _tidy(fig)
+        return tidy(fig)
     in_epochs = steps_per_epoch is not None or not batch_losses
     if batch_losses:
         points = _thin(batch_losses, MAX_BATCH_POINTS)
@@ -293,7 +295,7 @@ def live_run_figure(
         fig.update_yaxes(range=[0, 100], row=1, col=2)
         _no_data(fig, "no epoch finished yet", col=2)
     fig.update_layout(hovermode="x unified")
-    return _tidy(fig)
+    return tidy(fig)
 
 
 def _add_epoch_lines(
@@ -324,244 +326,6 @@ def _thin(points: Sequence[Row], limit: int) -> list[Row]:
     if thinned[-1] is not points[-1]:
         thinned.append(points[-1])
     return thinned
-
-
-def softened_bars(
-    class_names: Sequence[str],
-    teacher_probs: Sequence[float],
-    student_probs: Sequence[float] | None,
-    temperature: float,
-) -> go.Figure:
-    """Grouped bars of teacher vs student probabilities (0..1) per class at temperature T.
-
-    softened_bars(class_names, p_teacher, p_student, temperature=4.0)
-    Pass student_probs=None to draw the teacher alone. Tensors are accepted.
-    """
-    fig = go.Figure()
-    names = [plot_text(name) for name in class_names]
-    bars = (("teacher", teacher_probs, TEACHER_COLOR), ("student", student_probs, STUDENT_COLOR))
-    for label, probs, color in bars:
-        if probs is not None:
-            fig.add_trace(go.Bar(x=names, y=_floats(probs), name=label, marker_color=color))
-    fig.update_layout(barmode="group", title=f"softened probabilities at T = {temperature:g}")
-    fig.update_yaxes(title="probability", range=[0, 1])
-    return _tidy(fig)
-
-
-def temperature_curves(
-    sweep: Mapping[str, Sequence[float]],
-    current_temperature: float | None = None,
-    training_temperature: float | None = None,
-) -> go.Figure:
-    """Teacher and student entropy and KL(teacher || student) as T moves; a line at current T,
-    and one at the T the student was distilled at (`training_temperature`, None: trained alone).
-
-    temperature_curves(temperature_sweep(t_logits, s_logits, temps), 2.0, training_temperature=4)
-    """
-    temperatures = list(sweep.get("temperature", []))
-    fig = go.Figure()
-    lines = (
-        ("teacher_entropy", "teacher entropy", TEACHER_COLOR, "solid"),
-        ("student_entropy", "student entropy", STUDENT_COLOR, "solid"),
-        ("kl", "KL(teacher || student)", KL_COLOR, "dot"),
-    )
-    for key, label, color, dash in lines:
-        if key in sweep:
-            fig.add_trace(
-                go.Scatter(
-                    x=temperatures,
-                    y=list(sweep[key]),
-                    name=label,
-                    mode="lines",
-                    line={"color": color, "dash": dash},
-                )
-            )
-    if current_temperature is not None:
-        fig.add_vline(
-            x=current_temperature,
-            line_dash="dash",
-            line_color="gray",
-            annotation_text=f"T = {current_temperature:g}",
-        )
-    if training_temperature is not None:
-        fig.add_vline(
-            x=training_temperature,
-            line_dash="dot",
-            line_color=STUDENT_COLOR,
-            annotation_text=f"student trained at T = {training_temperature:g}",
-            annotation_position="top right",
-            annotation_yshift=-18,  # under the current T's label when the two lines are close
-            annotation_font_color=STUDENT_COLOR,
-        )
-    fig.update_layout(title="entropy and KL as the temperature changes", hovermode="x unified")
-    fig.update_xaxes(title="temperature T")
-    fig.update_yaxes(title="nats")
-    return _tidy(fig)
-
-
-def topk_bars(
-    rows: Sequence[tuple[str, float]], title: str, color: str = TEACHER_COLOR
-) -> go.Figure:
-    """Small horizontal bar chart of (class, probability), best at the top.
-
-    topk_bars(top_k(probs[0], class_names), "student", color=STUDENT_COLOR)
-    """
-    names = [plot_text(name) for name, _ in rows]
-    probs = [float(p) for _, p in rows]
-    fig = go.Figure(
-        go.Bar(
-            x=probs,
-            y=names,
-            orientation="h",
-            marker_color=color,
-            text=[f"{p:.1%}" for p in probs],
-            textposition="auto",
-        )
-    )
-    fig.update_layout(title=plot_text(title), height=90 + 30 * max(len(rows), 1), showlegend=False)
-    fig.update_xaxes(range=[0, 1], tickformat=".0%")
-    fig.update_yaxes(autorange="reversed")
-    return _tidy(fig)
-
-
-SWEEP_METRICS = {  # metric -> (label, in percent, higher is better)
-    "test_acc": ("test accuracy (%)", True, True),
-    "agreement": ("agreement with the teacher (%)", True, True),
-    "kl_teacher_student": ("KL(teacher || student), nats", False, False),
-    "ece": ("expected calibration error", False, False),
-}
-
-
-def sweep_heatmap(summary: Mapping[str, Any], metric: str = "test_acc") -> go.Figure:
-    """T (rows) x alpha (columns); each cell says mean ± std over seeds and how many are done.
-
-    For accuracy the colour is the gain over the student alone (red below, blue above); for the
-    other metrics it is the metric itself, the better end blue. Each cell also carries a
-    transparent marker with its (T, alpha) as customdata, so a click on it can be selected.
-    """
-    label, percent, higher_better = SWEEP_METRICS[metric]
-    scale = 100.0 if percent else 1.0
-    cells = summary["cells"]
-    temperatures = sorted({cell["temperature"] for cell in cells})
-    alphas = sorted({cell["alpha"] for cell in cells})
-    at = {(cell["temperature"], cell["alpha"]): cell for cell in cells}
-    z, text = [], []
-    for temperature in temperatures:
-        z_row, text_row = [], []
-        for alpha in alphas:
-            cell = at.get((temperature, alpha), {})
-            mean, std = cell.get(f"{metric}_mean"), cell.get(f"{metric}_std")
-            colour = cell.get("gain") if metric == "test_acc" else mean
-            z_row.append(None if colour is None else colour * scale)
-            text_row.append(_cell_text(mean, std, scale, cell))
-        z.append(z_row)
-        text.append(text_row)
-    x = [f"α={alpha:g}" for alpha in alphas]
-    y = [f"T={temperature:g}" for temperature in temperatures]
-    diverging = metric == "test_acc"
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=x,
-            y=y,
-            text=text,
-            texttemplate="%{text}",
-            hoverinfo="skip",  # the markers above carry the hover text, and take the clicks
-            colorscale="RdBu" if diverging else ("Blues" if higher_better else "Blues_r"),
-            zmid=0.0 if diverging else None,
-            colorbar={"title": "gain over alone (points)" if diverging else label},
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=[label_x for label_x in x for _ in y],
-            y=[label_y for _ in x for label_y in y],
-            customdata=[[t, a] for a in alphas for t in temperatures],
-            hovertext=[
-                f"T={t:g}, α={a:g}: " + text[ti][ai].replace("<br>", ", ")
-                for ai, a in enumerate(alphas)
-                for ti, t in enumerate(temperatures)
-            ],
-            hoverinfo="text",
-            mode="markers",
-            marker={"size": 40, "opacity": 0.01, "symbol": "square"},
-            showlegend=False,
-        )
-    )
-    baseline = summary.get("baseline") or {}
-    reference = baseline.get(f"{metric}_mean")
-    title = label
-    if reference is not None:
-        spread = baseline.get(f"{metric}_std")
-        title += f" · student alone {_number(reference, scale)}" + (
-            f" ± {_number(spread, scale)}" if spread is not None else ""
-        )
-    fig.update_layout(title=title, xaxis_title="alpha", yaxis_title="temperature")
-    return _tidy(fig)
-
-
-def _cell_text(mean: float | None, std: float | None, scale: float, cell: Mapping) -> str:
-    if mean is None:
-        return f"{cell.get('done', 0)}/{cell.get('of', 0)} done" if cell else ""
-    text = _number(mean, scale) + (f" ± {_number(std, scale)}" if std is not None else "")
-    if cell.get("done", 0) < cell.get("of", 0):
-        text += f"<br>{cell['done']}/{cell['of']} done"
-    return text
-
-
-def _number(value: float, scale: float) -> str:
-    return f"{value * scale:.2f}" if scale != 1.0 else f"{value:.3f}"
-
-
-def reliability_diagram(models: Mapping[str, Sequence[Row]]) -> go.Figure:
-    """Accuracy against confidence per bin (from metrics.reliability), one line per model, over
-    the diagonal a perfectly calibrated model would follow."""
-    fig = go.Figure(
-        go.Scatter(
-            x=[0, 100],
-            y=[0, 100],
-            mode="lines",
-            name="calibrated",
-            line={"color": "#999", "dash": "dot"},
-        )  # fmt: skip
-    )
-    for index, (name, rows) in enumerate(models.items()):
-        fig.add_trace(
-            go.Scatter(
-                x=[row["confidence"] * 100 for row in rows],
-                y=[row["accuracy"] * 100 for row in rows],
-                text=[f"{row['count']} images" for row in rows],
-                mode="lines+markers",
-                name=plot_text(name),
-                line={"color": (TEACHER_COLOR, STUDENT_COLOR, *RUN_COLORS)[index % 9]},
-            )
-        )
-    fig.update_layout(title="reliability: accuracy against confidence")
-    fig.update_xaxes(title="mean confidence in the bin (%)", range=[0, 100])
-    fig.update_yaxes(title="accuracy in the bin (%)", range=[0, 100])
-    return _tidy(fig)
-
-
-def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str):
-    """Rows: the true class; columns: the predicted one; each row as a share of its images."""
-    shares = [[count / max(1, sum(row)) * 100 for count in row] for row in matrix]
-    names = [plot_text(name) for name in classes]
-    fig = go.Figure(
-        go.Heatmap(
-            z=shares,
-            x=names,
-            y=names,
-            text=[[str(count) for count in row] for row in matrix],
-            texttemplate="%{text}",
-            colorscale="Blues",
-            zmin=0,
-            zmax=100,
-            colorbar={"title": "% of the class"},
-        )
-    )
-    fig.update_layout(title=plot_text(title), xaxis_title="predicted", yaxis_title="true")
-    fig.update_yaxes(autorange="reversed")
-    return _tidy(fig)
 
 
 TERM_LINES = (  # metrics key -> (what it is, dash)
@@ -611,51 +375,15 @@ def distillation_terms_figure(
             fig.update_xaxes(range=[0, 1], row=1, col=col)
             _no_data(fig, "no distilled run with an epoch", col=col)
     fig.update_layout(hovermode="x unified")
-    return _tidy(fig)
+    return tidy(fig)
 
 
-def class_accuracies(matrix: Sequence[Sequence[int]]) -> list[float | None]:
-    """Each class's accuracy (0..1) from a confusion matrix (rows: true class; columns:
-    predicted); None for a class with no images.
-
-        class_accuracies([[3, 1], [0, 2]]) == [0.75, 1.0]
-    """
-    return [(row[index] / sum(row)) if sum(row) else None for index, row in enumerate(matrix)]
-
-
-def per_class_accuracy(
-    classes: Sequence[str], confusions: Mapping[str, Sequence[Sequence[int]]]
-) -> go.Figure:
-    """Grouped bars of test accuracy (%) per class, one colour per model (teacher, student).
-
-    per_class_accuracy(report["classes"], {"teacher": report["teacher_confusion"],
-                                           "student": report["confusion"]})
-    """
-    names = [plot_text(name) for name in classes]
-    fig = go.Figure()
-    palette = {"teacher": TEACHER_COLOR, "student": STUDENT_COLOR}
-    for index, (model, matrix) in enumerate(confusions.items()):
-        shares = [None if a is None else a * 100 for a in class_accuracies(matrix)]
-        fig.add_trace(
-            go.Bar(
-                x=names,
-                y=shares,
-                name=plot_text(model),
-                marker_color=palette.get(model, RUN_COLORS[index % len(RUN_COLORS)]),
-                hovertemplate=ACC_HOVER,
-            )
-        )
-    fig.update_layout(barmode="group", title="test accuracy per class", hovermode="x unified")
-    fig.update_yaxes(title="accuracy (%)", range=[0, 100])
-    return _tidy(fig)
-
-
-def _floats(values: Any) -> list[float]:
+def as_floats(values: Any) -> list[float]:
     """A list of floats from a list, tuple or tensor."""
     return [float(v) for v in (values.tolist() if hasattr(values, "tolist") else values)]
 
 
-def _tidy(fig: go.Figure) -> go.Figure:
+def tidy(fig: go.Figure) -> go.Figure:
     fig.update_layout(
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         legend_title_text="",

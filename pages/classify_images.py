@@ -9,7 +9,8 @@ import streamlit as st
 
 from kdcore.checkpoints import CheckpointError
 from kdcore.inference import ACCEPTED_EXTENSIONS, ClassifiedUpload, classify_upload
-from kdcore.plots import STUDENT_COLOR, TEACHER_COLOR, topk_bars
+from kdcore.plot_outputs import topk_bars
+from kdcore.plots import STUDENT_COLOR, TEACHER_COLOR
 from ui.context import cached_model, get_queue, init_state
 from ui.predictions import enlarge
 from ui.runs_view import run_picker, with_weights

@@ -13,13 +13,8 @@ import streamlit as st
 
 from kdcore.evaluation import read_evaluation
 from kdcore.models import TEACHER_ARCHS
-from kdcore.plots import (
-    confusion_heatmap,
-    distillation_terms_figure,
-    learning_curves,
-    per_class_accuracy,
-    reliability_diagram,
-)
+from kdcore.plot_evaluation import confusion_heatmap, per_class_accuracy, reliability_diagram
+from kdcore.plots import distillation_terms_figure, learning_curves
 from kdcore.runs import RunRecord
 from kdcore.study import STUDY_TEACHER_ARCH, Protocol, baseline_like, study_rows
 from ui.context import data_source, get_queue, init_state

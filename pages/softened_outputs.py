@@ -24,7 +24,7 @@ from kdcore.inference import (
     temperature_sweep,
     to_model_view,
 )
-from kdcore.plots import softened_bars, temperature_curves
+from kdcore.plot_outputs import softened_bars, temperature_curves
 from kdcore.runs import RunSpec
 from ui.context import cached_model, cached_split, get_queue, init_state
 from ui.predictions import enlarge

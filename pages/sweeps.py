@@ -9,7 +9,8 @@ from typing import Any
 
 import streamlit as st
 
-from kdcore.plots import SWEEP_METRICS, learning_curves, sweep_heatmap
+from kdcore.plot_evaluation import SWEEP_METRICS, sweep_heatmap
+from kdcore.plots import learning_curves
 from kdcore.runs import RunError
 from kdcore.sweep import (
     SweepError,

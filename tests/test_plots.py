@@ -6,27 +6,27 @@ import statistics
 import pytest
 import torch
 
+from kdcore.plot_evaluation import (
+    class_accuracies,
+    confusion_heatmap,
+    per_class_accuracy,
+    reliability_diagram,
+    sweep_heatmap,
+)
+from kdcore.plot_outputs import softened_bars, temperature_curves, topk_bars
 from kdcore.plots import (
     MAX_BATCH_POINTS,
     RUN_COLORS,
     STUDENT_COLOR,
     TEACHER_COLOR,
-    class_accuracies,
-    confusion_heatmap,
     distillation_terms_figure,
     ema,
     epoch_axis,
     learning_curves,
     live_run_figure,
-    per_class_accuracy,
     plot_text,
-    reliability_diagram,
     run_color,
     run_colors,
-    softened_bars,
-    sweep_heatmap,
-    temperature_curves,
-    topk_bars,
 )
 
 
