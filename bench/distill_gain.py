@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdcore.cli import train_with_progress  # noqa: E402
+from kdcore.progress import train_in_terminal  # noqa: E402
 from kdcore.runs import RunSpec, list_runs  # noqa: E402
 
 
@@ -85,7 +85,7 @@ def final_accuracy(spec: RunSpec, args: argparse.Namespace) -> float:
     for record in list_runs(args.out):
         if record.spec == spec and record.status == "finished":
             return record.final_test_acc
-    _, result = train_with_progress(spec, args.out, args.device)
+    _, result = train_in_terminal(spec, args.out, args.device)
     if result.status != "finished":
         raise SystemExit(f"run of {spec} ended {result.status}")
     return result.history[-1]["test_acc"]
