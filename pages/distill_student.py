@@ -13,8 +13,10 @@ from kdcore.teacher_cache import cached_epoch_files
 from ui.context import data_source, get_queue, init_state
 from ui.runs_view import (
     EPOCHS_HELP,
+    RUN_NAME_HELP,
     SUBSET_HELP,
     live_run_panel,
+    name_input,
     queue_table,
     run_picker,
     run_title,
@@ -59,13 +61,8 @@ def teacher_suits_ui(teacher_id: str) -> bool:
 def student_settings_ui(teacher_id: str | None, startable: bool = True) -> RunSpec | None:
     """T, alpha, epochs, subset, seed and Start; returns the spec when Start is pressed."""
     with st.form("distill.form"):
-        name = st.text_input(
-            "Name (optional)",
-            key="distill.label",
-            persist_state="session",
-            max_chars=80,
-            placeholder="e.g. T=4 from the resnet18 teacher",
-            help="Your name for this run: it heads the run wherever it is shown.",
+        name = name_input(
+            "distill.label", RUN_NAME_HELP, placeholder="e.g. T=4 from the resnet18 teacher"
         )
         left, right = st.columns(2)
         temperature = left.slider(

@@ -25,6 +25,7 @@ from ui.runs_view import (
     EPOCHS_HELP,
     SUBSET_HELP,
     legend_below,
+    name_input,
     percent,
     run_picker,
     run_title,
@@ -55,12 +56,9 @@ init_state(
 def sweep_settings_ui(teacher: str | None) -> SweepSpec | None:
     """The grid and the training settings; returns the spec when Start is pressed."""
     with st.form("sweep.form"):
-        name = st.text_input(
-            "Name (optional)",
-            key="sweep.label",
-            persist_state="session",
-            max_chars=80,
-            help="Your name for this sweep: it heads the sweep and each of its runs' titles.",
+        name = name_input(
+            "sweep.label",
+            "Your name for this sweep: it heads the sweep and each of its runs' titles.",
         )
         left, right = st.columns(2)
         temperatures = left.multiselect(

@@ -18,8 +18,10 @@ from kdcore.runs import RunSpec
 from ui.context import data_source, get_queue, init_state
 from ui.runs_view import (
     EPOCHS_HELP,
+    RUN_NAME_HELP,
     SUBSET_HELP,
     live_run_panel,
+    name_input,
     run_picker,
     show_newest_active,
     submit_ui,
@@ -53,14 +55,7 @@ init_state(
 def teacher_settings_ui() -> RunSpec | None:
     """The settings form; returns a spec when Start is pressed, else None."""
     with st.form("teacher.form"):
-        name = st.text_input(
-            "Name (optional)",
-            key="teacher.label",
-            persist_state="session",
-            max_chars=80,
-            placeholder="e.g. resnet18 baseline",
-            help="Your name for this run: it heads the run wherever it is shown.",
-        )
+        name = name_input("teacher.label", RUN_NAME_HELP, placeholder="e.g. resnet18 baseline")
         left, middle, right = st.columns(3)
         arch = left.selectbox(
             "Architecture",

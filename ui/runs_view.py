@@ -42,6 +42,21 @@ PHASE_NAMES = {  # what a run's first phases mean, in the words of someone watch
 }
 
 
+def name_input(key: str, help: str, placeholder: str | None = None) -> str:
+    """The optional name field of a start form (at most 80 characters)."""
+    return st.text_input(
+        "Name (optional)",
+        key=key,
+        persist_state="session",
+        max_chars=80,
+        placeholder=placeholder,
+        help=help,
+    )
+
+
+RUN_NAME_HELP = "Your name for this run: it heads the run wherever it is shown."
+
+
 def run_title(record: RunRecord) -> str:
     """A short human name: what the run is, its best accuracy and the end of its id."""
     spec = record.spec
