@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 PAD = 4
+FLIP_MODES = ("random", "alternate")
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,23 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
-def epoch_views(num_images: int, seed: int, epoch: int, pad: int = PAD) -> EpochViews:
-    """Draw crop offsets and flips for every image of an epoch (stream 1 of the epoch's seeds)."""
+def epoch_views(
+    num_images: int, seed: int, epoch: int, pad: int = PAD, flips: str = "random"
+) -> EpochViews:
+    """Draw crop offsets and flips for every image of an epoch (stream 1 of the epoch's seeds).
+
+    flips="random": each image is mirrored with probability 1/2, afresh every epoch (the study's).
+    flips="alternate": epoch 0's random flips, then each image alternates between its two mirror
+    images (airbench's trick: over any two epochs a net sees both, with no repeats by chance).
+    """
+    if flips not in FLIP_MODES:
+        raise ValueError(f"Unknown flip mode {flips!r}; use {' or '.join(FLIP_MODES)}.")
     generator = epoch_generator(seed, epoch, stream=1)
     offsets = torch.randint(0, 2 * pad + 1, (num_images, 2), generator=generator)
-    flips = torch.rand(num_images, generator=generator) < 0.5
-    return EpochViews(offsets, flips)
+    mirrored = torch.rand(num_images, generator=generator) < 0.5
+    if flips == "alternate" and epoch > 0:
+        mirrored = epoch_views(num_images, seed, 0, pad).flips ^ bool(epoch % 2)
+    return EpochViews(offsets, mirrored)
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:

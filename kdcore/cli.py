@@ -326,8 +326,9 @@ def _report(run_id: str, result: FitResult) -> int:
         "best_test_acc": result.best_test_acc,
         "final_test_acc": result.history[-1]["test_acc"] if result.history else None,
     }
-    if result.history and "val_acc" in result.history[-1]:
-        summary["final_val_acc"] = result.history[-1]["val_acc"]
+    for key in ("test_acc_tta", "val_acc", "val_acc_tta"):
+        if result.history and key in result.history[-1]:
+            summary[f"final_{key}"] = result.history[-1][key]
     print(json.dumps(summary))
     return 0 if result.status == "finished" else 1
 

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcore.augment import PAD, epoch_order, epoch_views, normalize, train_batch
+from kdcore.augment import FLIP_MODES, PAD, epoch_order, epoch_views, normalize, train_batch
 from kdcore.data import ImageSet
+from kdcore.lookahead import Lookahead
 from kdcore.losses import (
     DEFAULT_ALPHA,
     DEFAULT_TEMPERATURE,
@@ -50,6 +51,9 @@ class TrainConfig:
     warmup_fraction: float = 0.25
     label_smoothing: float = 0.0
     crop_padding: int = PAD  # the study's RandomCrop(32, padding=4); distillation keeps it
+    flips: str = "random"  # or "alternate" (augment.epoch_views); distillation keeps "random"
+    lookahead: bool = False  # pull the weights towards a slow copy (kdcore.lookahead)
+    tta: bool = False  # rows also get test_acc_tta: logits averaged over each image and its mirror
     seed: int = 0
     eval_batch_size: int = 1000
 
@@ -76,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"Momentum must lie in [0, 1) (got {self.momentum}).")
         if not 0 <= self.crop_padding <= 16:
             raise ValueError(f"Crop padding must lie in [0, 16] (got {self.crop_padding}).")
+        if self.flips not in FLIP_MODES:
+            raise ValueError(f"Unknown flip mode {self.flips!r}; use {' or '.join(FLIP_MODES)}.")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Label smoothing must lie in [0, 1) (got {self.label_smoothing}).")
 
@@ -190,25 +196,44 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 @torch.inference_mode()
 def evaluate(
-    model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1000
+    model: nn.Module,
+    data: ImageSet,
+    device: torch.device,
+    batch_size: int = 1000,
+    tta: bool = False,
 ) -> dict[str, float]:
-    """Mean cross-entropy and accuracy (a fraction) on un-augmented images."""
+    """Mean cross-entropy and accuracy (a fraction) on un-augmented images.
+
+    With `tta`, also `acc_tta`: the accuracy of the logits averaged over each image and its mirror
+    image (test-time augmentation by flips, as airbench reports).
+    """
     logits = predict_logits(model, data, device, batch_size)
     labels = data.labels.to(device)
     loss = F.cross_entropy(logits, labels, reduction="sum")
     correct = (logits.argmax(1) == labels).sum()
-    return {"loss": loss.item() / len(data), "acc": correct.item() / len(data)}
+    logs = {"loss": loss.item() / len(data), "acc": correct.item() / len(data)}
+    if tta:
+        averaged = logits + predict_logits(model, data, device, batch_size, mirrored=True)
+        logs["acc_tta"] = (averaged.argmax(1) == labels).sum().item() / len(data)
+    return logs
 
 
 @torch.inference_mode()
 def predict_logits(
-    model: nn.Module, data: ImageSet, device: torch.device, batch_size: int = 1000
+    model: nn.Module,
+    data: ImageSet,
+    device: torch.device,
+    batch_size: int = 1000,
+    mirrored: bool = False,
 ) -> torch.Tensor:
-    """The model's logits for every un-augmented image of `data`: (N, C) float32 on `device`."""
+    """The model's logits for every un-augmented image of `data` (or its mirror image, with
+    `mirrored`): (N, C) float32 on `device`."""
     model.eval()
     chunks = []
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size].to(device, non_blocking=True)
+        if mirrored:
+            images = images.flip(3)
         with autocast_for(device):
             chunks.append(model(normalize(images.contiguous(memory_format=torch.channels_last))))
     return torch.cat(chunks).float()
@@ -236,10 +261,10 @@ def fit(
     states, the rows so far). Given back as `resume`, with the model's weights of that epoch,
     `fit` continues where it stopped and ends with the weights an unbroken fit gives.
     """
-    if distillation is not None and config.crop_padding != PAD:
+    if distillation is not None and (config.crop_padding, config.flips) != (PAD, "random"):
         raise ValueError(
-            f"Distillation reads the teacher's outputs for the study's crops (padding {PAD}), "
-            f"not padding {config.crop_padding}."
+            f"Distillation reads the teacher's outputs for the study's views (crop padding {PAD}, "
+            f"random flips), not padding {config.crop_padding} with {config.flips} flips."
         )
     device = device or pick_device()
     stop_event = stop_event or threading.Event()
@@ -249,10 +274,13 @@ def fit(
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    lookahead = Lookahead(model, config.epochs * steps_per_epoch) if config.lookahead else None
     result, first_epoch, earlier_s = FitResult("finished"), 0, 0.0
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
+        if lookahead is not None and "lookahead" in resume:  # else: slow copy from these weights
+            lookahead.load_state_dict(resume["lookahead"])
         torch.set_rng_state(resume["rng"])
         result.history = [dict(row) for row in resume["history"]]
         first_epoch = len(result.history)
@@ -282,25 +310,34 @@ def fit(
                 result.status = "stopped"
                 break
             teacher_logits = teacher_logits.to(device)
-        step_context = _StepContext(model, optimizer, scheduler, config, distillation, device, emit)
+        step_context = _StepContext(
+            model, optimizer, scheduler, config, distillation, device, emit, lookahead
+        )
         train_logs = step_context.run_epoch(images, labels, epoch, teacher_logits, stop_event)
         if train_logs is None:
             result.status = "stopped"
             break
-        test_logs = evaluate(model, test, device, config.eval_batch_size)
+        if lookahead is not None and epoch == config.epochs - 1:
+            lookahead.finish()
+        test_logs = evaluate(model, test, device, config.eval_batch_size, config.tta)
         elapsed = time.perf_counter() - started
         row = {
             "epoch": epoch + 1,
             **train_logs,
             "test_loss": test_logs["loss"],
             "test_acc": test_logs["acc"],
-            **_val_logs(model, val, device, config.eval_batch_size),
+            **({"test_acc_tta": test_logs["acc_tta"]} if config.tta else {}),
+            **_val_logs(model, val, device, config),
             "epoch_s": time.perf_counter() - epoch_started,
             "elapsed_s": elapsed,
             "eta_s": elapsed / (epoch + 1) * (config.epochs - epoch - 1),
         }
         result.history.append(row)
-        emit("on_train_state", epoch + 1, _train_state(optimizer, scheduler, result.history))
+        emit(
+            "on_train_state",
+            epoch + 1,
+            _train_state(optimizer, scheduler, result.history, lookahead),
+        )
         emit("on_epoch_end", epoch + 1, row)
     emit("on_fit_end", result.status, {"best_test_acc": result.best_test_acc})
     return result
@@ -312,14 +349,19 @@ def _initialisation_images(train: ImageSet, count: int = 5000) -> torch.Tensor:
     return normalize(train.images[::step][:count])
 
 
-def _train_state(optimizer, scheduler, history: list[dict[str, float]]) -> dict[str, Any]:
+def _train_state(
+    optimizer, scheduler, history: list[dict[str, float]], lookahead: Lookahead | None
+) -> dict[str, Any]:
     """What `fit(resume=...)` needs besides the weights, on the CPU (tensors, numbers, lists)."""
-    return {
+    state = {
         "optimizer": _on_cpu(optimizer.state_dict()),
         "scheduler": scheduler.state_dict(),
         "rng": torch.get_rng_state(),
         "history": [dict(row) for row in history],
     }
+    if lookahead is not None:
+        state["lookahead"] = lookahead.state_dict()
+    return state
 
 
 def _on_cpu(value: Any) -> Any:
@@ -333,12 +375,13 @@ def _on_cpu(value: Any) -> Any:
 
 
 def _val_logs(
-    model: nn.Module, val: ImageSet | None, device: torch.device, batch_size: int
+    model: nn.Module, val: ImageSet | None, device: torch.device, config: TrainConfig
 ) -> dict[str, float]:
     if val is None or len(val) == 0:
         return {}
-    logs = evaluate(model, val, device, batch_size)
-    return {"val_loss": logs["loss"], "val_acc": logs["acc"]}
+    logs = evaluate(model, val, device, config.eval_batch_size, config.tta)
+    tta = {"val_acc_tta": logs["acc_tta"]} if config.tta else {}
+    return {"val_loss": logs["loss"], "val_acc": logs["acc"], **tta}
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -403,6 +446,7 @@ class _StepContext:
     distillation: Distillation | None
     device: torch.device
     emit: _Emitter
+    lookahead: Lookahead | None = None
 
     def run_epoch(
         self,
@@ -421,7 +465,7 @@ class _StepContext:
         seed, batches = self.config.seed, math.ceil(len(labels) / self.config.batch_size)
         pad = self.config.crop_padding
         order = epoch_order(len(labels), seed, epoch).to(self.device)
-        views = epoch_views(len(labels), seed, epoch, pad).to(self.device)  # one copy an epoch
+        views = epoch_views(len(labels), seed, epoch, pad, self.config.flips).to(self.device)
         sync_every = host_sync_every(self.device)
         totals = _EpochTotals(epoch, batches, self.emit)
         started = time.perf_counter()
@@ -432,6 +476,8 @@ class _StepContext:
             targets = labels[indices]
             teacher = None if teacher_logits is None else teacher_logits[indices]
             terms, logits = self._step(inputs, targets, teacher)
+            if self.lookahead is not None:
+                self.lookahead.after_step(epoch * batches + batch_index + 1)
             predicted = logits.argmax(1)
             terms["correct"] = (predicted == targets).sum()
             if teacher is not None:

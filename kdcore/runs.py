@@ -56,6 +56,7 @@ DEFAULT_ROOT = Path("checkpoints")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 STOP_FILE = "stop-requested"
 METRICS_FILE = "metrics.jsonl"
+TRAIN_CONFIG_KEY = "train_config"
 
 
 @dataclass(frozen=True)
@@ -284,7 +285,10 @@ def create_run(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str:
         except FileExistsError:
             continue
     write_status(folder, RunStatus(state="queued"))  # before config.json, which makes it a run
-    write_json(folder / "config.json", {"id": run_id, "created_at": time.time(), **spec.to_dict()})
+    config = {"id": run_id, "created_at": time.time(), **spec.to_dict()}
+    # the recipe as resolved now, so that the run trains (and resumes) with it whatever changes
+    config[TRAIN_CONFIG_KEY] = dataclasses.asdict(spec.train_config())
+    write_json(folder / "config.json", config)
     return run_id
 
 

@@ -157,3 +157,21 @@ def test_crop_flip_keeps_shape_and_dtype_and_accepts_channels_last(dtype):
     ours = crop_flip(channels_last, views)
     assert ours.shape == images.shape and ours.dtype == dtype
     assert torch.equal(ours, expected)
+
+
+def test_alternate_flips_mirror_each_image_every_other_epoch_with_the_same_crops():
+    random_views = [epoch_views(400, seed=1, epoch=e) for e in range(4)]
+    alternate = [epoch_views(400, seed=1, epoch=e, flips="alternate") for e in range(4)]
+    for plain, alternating in zip(random_views, alternate, strict=True):
+        assert torch.equal(plain.offsets, alternating.offsets)
+    first = alternate[0].flips
+    assert torch.equal(first, random_views[0].flips)  # epoch 0 draws them as the study does
+    assert torch.equal(alternate[1].flips, ~first)
+    assert torch.equal(alternate[2].flips, first)
+    assert torch.equal(alternate[3].flips, ~first)
+    assert not torch.equal(random_views[1].flips, ~first)  # the study's flips draw afresh
+
+
+def test_an_unknown_flip_mode_is_refused():
+    with pytest.raises(ValueError, match="Unknown flip mode 'sometimes'"):
+        epoch_views(10, seed=0, epoch=0, flips="sometimes")

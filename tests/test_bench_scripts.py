@@ -75,3 +75,29 @@ def test_distill_gain_reports_means_and_gains_and_reuses_its_runs(
     assert distill_gain.main() == 0  # run again: every run is reused, nothing trains
     assert json.loads(capsys.readouterr().out) == summary
     assert sorted(path.name for path in out.iterdir() if path.is_dir()) == runs
+
+
+def test_cifarnet_recipes_trains_a_variant_and_reports_val_and_tta(tmp_path, capsys, monkeypatch):
+    recipes = load_script("cifarnet_recipes")
+    out = tmp_path / "recipes.jsonl"
+    argv = ["cifarnet_recipes.py", "--data-dir", "synthetic", "--epochs", "1", "--val-split",
+            "500", "--recipe", "label smoothing 0.2, BatchNorm shifts without decay", "--out",
+            str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    built = []
+    real_build = recipes.engine.build_optimizer
+    monkeypatch.setattr(recipes.engine, "build_optimizer", lambda *a: built.append(1) or real_build(*a))
+    assert recipes.main() == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    epoch_row, summary = json.loads(lines[0]), json.loads(lines[-1])
+    assert {"val_acc", "val_acc_tta", "test_acc_tta"} <= set(epoch_row)
+    assert summary["recipe"] == "label smoothing 0.2, BatchNorm shifts without decay"
+    assert summary["val_split"] == 500 and summary["changes"]["label_smoothing"] == 0.2
+    assert 0 <= summary["val_acc"] <= 1 and 0 <= summary["val_acc_tta"] <= 1
+    assert json.loads(out.read_text()) == summary
+    assert built == [1]
+    optimizer = recipes._with_shift_decay(real_build, 0.0)(
+        recipes.CifarNet(10), recipes.RunSpec(role="teacher", arch="cifarnet").train_config()
+    )
+    decays = sorted(group["weight_decay"] for group in optimizer.param_groups)
+    assert decays[0] == 0.0 and decays[-1] > 0  # the shifts lose their decay, the rest keep it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -443,3 +444,110 @@ def test_val_rows_appear_only_with_a_validation_split(tiny):
     assert "val_acc" not in plain and "val_loss" not in plain
     held = fit(fresh_model(), train, test, config, device=CPU, val=test.subset(20)).history[0]
     assert 0.0 <= held["val_acc"] <= 1.0 and held["val_loss"] > 0
+
+
+class KeepFirstEpoch(Callback):
+    """Keeps the train state and the weights at the end of epoch 1, and stops the fit there."""
+
+    def __init__(self, model: nn.Module, stop: threading.Event) -> None:
+        self.model, self.stop, self.state, self.weights = model, stop, None, None
+
+    def on_train_state(self, epoch, state):
+        if epoch == 1:
+            self.state = state
+            self.weights = {k: v.clone() for k, v in self.model.state_dict().items()}
+            self.stop.set()
+
+
+def test_lookahead_changes_the_fit_and_resumes_to_the_same_weights(tiny):
+    train, test = tiny
+    config = TrainConfig(epochs=3, batch_size=16, optimizer="sgd", lr=0.05, lookahead=True)
+    unbroken = fresh_model()
+    fit(unbroken, train, test, config, device=CPU)
+    plain = fresh_model()
+    fit(plain, train, test, dataclasses.replace(config, lookahead=False), device=CPU)
+    assert not torch.equal(unbroken.classifier.weight, plain.classifier.weight)
+
+    stop = threading.Event()
+    first = fresh_model()
+    keep = KeepFirstEpoch(first, stop)
+    assert fit(first, train, test, config, callbacks=[keep], stop_event=stop, device=CPU).status \
+        == "stopped"  # fmt: skip
+    assert set(keep.state["lookahead"]) >= {"classifier.weight"}
+    resumed = fresh_model()
+    resumed.load_state_dict(keep.weights)
+    fit(resumed, train, test, config, resume=keep.state, device=CPU)
+    for name, value in unbroken.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_alternate_flips_reach_the_views(tiny, monkeypatch):
+    import kdcore.engine as engine
+
+    train, test = tiny
+    seen, real = [], engine.epoch_views
+
+    def spy(*args, **kwargs):
+        views = real(*args, **kwargs)
+        seen.append(views.flips)
+        return views
+
+    monkeypatch.setattr(engine, "epoch_views", spy)
+    fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32, flips="alternate"),
+        device=CPU)  # fmt: skip
+    assert torch.equal(seen[1], ~seen[0])
+
+
+@pytest.mark.parametrize("views", [{"crop_padding": 2}, {"flips": "alternate"}])
+def test_distillation_keeps_the_views_the_teacher_cache_holds(tiny, views):
+    train, test = tiny
+    teacher = FixedTeacher(F.one_hot(train.labels, 10).float())
+    with pytest.raises(ValueError, match="study's views"):
+        fit(fresh_model(), train, test, TrainConfig(epochs=1, **views),
+            distillation=Distillation(teacher), device=CPU)  # fmt: skip
+
+
+def test_an_unknown_flip_mode_is_refused_by_the_config():
+    with pytest.raises(ValueError, match="Unknown flip mode 'often'"):
+        TrainConfig(flips="often")
+
+
+def test_tta_accuracy_averages_the_logits_of_each_image_and_its_mirror(synthetic_test):
+    from kdcore.augment import normalize
+
+    model, data = fresh_model().eval(), synthetic_test.subset(60, seed=0)
+    logs = evaluate(model, data, CPU, batch_size=25, tta=True)
+    with torch.no_grad():
+        images = normalize(data.images)
+        averaged = model(images) + model(images.flip(3))
+    expected = (averaged.argmax(1) == data.labels).float().mean().item()
+    assert logs["acc_tta"] == pytest.approx(expected)
+    assert "acc_tta" not in evaluate(model, data, CPU)
+
+
+def test_rows_get_tta_accuracies_only_when_asked(tiny):
+    train, test = tiny
+    val = test.subset(20, seed=1)
+    plain = fit(fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32), val=val,
+                device=CPU)  # fmt: skip
+    assert not {"test_acc_tta", "val_acc_tta"} & set(plain.history[-1])
+    asked = fit(fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32, tta=True), val=val,
+                device=CPU)  # fmt: skip
+    row = asked.history[-1]
+    assert 0 <= row["test_acc_tta"] <= 1 and 0 <= row["val_acc_tta"] <= 1
+    assert row["test_acc"] == plain.history[-1]["test_acc"]  # the single-view figure is unchanged
+
+
+def test_a_state_saved_without_lookahead_resumes_with_it(tiny):
+    train, test = tiny
+    stop = threading.Event()
+    first = fresh_model()
+    keep = KeepFirstEpoch(first, stop)
+    plain = TrainConfig(epochs=2, batch_size=32, optimizer="sgd", lr=0.05)
+    fit(first, train, test, plain, callbacks=[keep], stop_event=stop, device=CPU)
+    assert "lookahead" not in keep.state
+    resumed = fresh_model()
+    resumed.load_state_dict(keep.weights)
+    with_lookahead = dataclasses.replace(plain, lookahead=True)
+    result = fit(resumed, train, test, with_lookahead, resume=keep.state, device=CPU)
+    assert result.status == "finished" and len(result.history) == 2

@@ -93,6 +93,9 @@ def test_teacher_recipes_follow_arch_stem_and_init():
     cifarnet = teacher(arch="cifarnet")
     assert (cifarnet.optimizer, cifarnet.lr, cifarnet.label_smoothing) == ("sgd", 0.08, 0.0)
     assert (cifarnet.weight_decay, cifarnet.crop_padding) == (3e-3, 2)
+    assert (cifarnet.flips, cifarnet.lookahead, cifarnet.tta) == ("alternate", True, True)
+    resnet = teacher(arch="resnet18")
+    assert (resnet.flips, resnet.lookahead, resnet.tta) == ("random", False, False)
     assert teacher(arch="resnet18").lr == 0.1  # cifar stem, from scratch
     assert teacher(arch="resnet18", stem="imagenet").lr == 0.2
     assert teacher(arch="resnet101", init="imagenet").lr == 0.02
@@ -440,3 +443,37 @@ def test_delete_runs_removes_only_run_folders_under_the_root(tmp_path, bad_id):
     with pytest.raises(RunError):
         delete_runs([run_id, bad_id], root)
     assert (outside / "config.json").is_file() and (root / run_id / "config.json").is_file()
+
+
+def test_a_run_records_its_resolved_recipe_and_trains_with_it(tmp_path, fast_synthetic, monkeypatch):
+    import kdcore.execute as execute
+
+    run_id = create_run(RunSpec(role="teacher", arch="cifarnet", data="synthetic", epochs=1,
+                                train_subset=64, batch_size=32), tmp_path)  # fmt: skip
+    folder = tmp_path / run_id
+    config = json.loads((folder / "config.json").read_text())
+    recorded = config["train_config"]
+    assert recorded["lr"] == 0.08 and recorded["crop_padding"] == 2 and recorded["epochs"] == 1
+    # a recipe changed after the run was made does not reach it: the recorded one does
+    config["train_config"] = {**recorded, "lr": 0.02, "added_in_a_later_version": True}
+    (folder / "config.json").write_text(json.dumps(config))
+    seen = []
+    real_fit = execute.fit
+    monkeypatch.setattr(execute, "fit", lambda *a, **k: seen.append(a[3]) or real_fit(*a, **k))
+    assert execute_run(run_id, tmp_path, device="cpu").status == "finished"
+    assert seen[0].lr == 0.02 and seen[0].crop_padding == 2
+
+
+def test_a_run_made_before_recipes_were_recorded_trains_with_the_current_one(tmp_path):
+    from kdcore.execute import recorded_train_config
+
+    run_id = create_run(student(), tmp_path)
+    folder = tmp_path / run_id
+    config = json.loads((folder / "config.json").read_text())
+    del config["train_config"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert recorded_train_config(folder, student()) == student().train_config()
+    config["train_config"] = {"lr": -1}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="train_config cannot be used: Learning rate"):
+        recorded_train_config(folder, student())
