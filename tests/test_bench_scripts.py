@@ -86,7 +86,9 @@ def test_cifarnet_recipes_trains_a_variant_and_reports_val_and_tta(tmp_path, cap
     monkeypatch.setattr(sys, "argv", argv)
     built = []
     real_build = recipes.engine.build_optimizer
-    monkeypatch.setattr(recipes.engine, "build_optimizer", lambda *a: built.append(1) or real_build(*a))
+    monkeypatch.setattr(
+        recipes.engine, "build_optimizer", lambda *a: built.append(1) or real_build(*a)
+    )
     assert recipes.main() == 0
     lines = capsys.readouterr().out.strip().splitlines()
     epoch_row, summary = json.loads(lines[0]), json.loads(lines[-1])

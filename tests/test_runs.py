@@ -445,7 +445,9 @@ def test_delete_runs_removes_only_run_folders_under_the_root(tmp_path, bad_id):
     assert (outside / "config.json").is_file() and (root / run_id / "config.json").is_file()
 
 
-def test_a_run_records_its_resolved_recipe_and_trains_with_it(tmp_path, fast_synthetic, monkeypatch):
+def test_a_run_records_its_resolved_recipe_and_trains_with_it(
+    tmp_path, fast_synthetic, monkeypatch
+):
     import kdcore.execute as execute
 
     run_id = create_run(RunSpec(role="teacher", arch="cifarnet", data="synthetic", epochs=1,
