@@ -22,7 +22,7 @@ import torch
 from kdcore.batch_log import BATCH_LOG, BatchLogWriter, truncate_batch_log
 from kdcore.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from kdcore.data import ImageSet, load_split, require_same_classes, source_fingerprint
-from kdcore.engine import Callback, Distillation, FitResult, TrainConfig, fit, pick_device
+from kdcore.engine import Callback, Distillation, FitResult, fit, pick_device
 from kdcore.evaluation import evaluate_run
 from kdcore.files import atomic_write_text
 from kdcore.models import build_model, build_teacher
@@ -30,13 +30,13 @@ from kdcore.runs import (
     DEFAULT_ROOT,
     METRICS_FILE,
     STOP_FILE,
-    TRAIN_CONFIG_KEY,
     RunError,
     RunSpec,
     check_teacher,
     check_training_size,
     load_run,
     read_json,
+    recorded_train_config,
     run_dir,
     teacher_checkpoint,
 )
@@ -310,19 +310,6 @@ def _execute(spec, folder, root, callbacks, stop, device) -> tuple[FitResult, di
         recorder.save("last", test_acc=result.history[-1]["test_acc"])
     extra = {"teacher_cache": teacher_outputs.summary()} if teacher_outputs else {}
     return result, extra
-
-
-def recorded_train_config(folder: Path, spec: RunSpec) -> TrainConfig:
-    """The training settings config.json recorded when the run was made; the spec's recipe for a
-    run made before they were recorded."""
-    recorded = read_json(folder / "config.json").get(TRAIN_CONFIG_KEY)
-    if recorded is None:
-        return spec.train_config()
-    known = TrainConfig.__dataclass_fields__
-    try:
-        return TrainConfig(**{k: v for k, v in recorded.items() if k in known})
-    except (TypeError, ValueError, AttributeError) as error:
-        raise RunError(f"config.json's {TRAIN_CONFIG_KEY} cannot be used: {error}") from error
 
 
 def _resume_point(folder: Path, model: torch.nn.Module, spec: RunSpec) -> dict[str, Any] | None:

@@ -292,6 +292,19 @@ def create_run(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str:
     return run_id
 
 
+def recorded_train_config(folder: Path, spec: RunSpec) -> TrainConfig:
+    """The training settings config.json recorded when the run was made; the spec's recipe for a
+    run made before they were recorded."""
+    recorded = read_json(folder / "config.json").get(TRAIN_CONFIG_KEY)
+    if recorded is None:
+        return spec.train_config()
+    known = TrainConfig.__dataclass_fields__
+    try:
+        return TrainConfig(**{k: v for k, v in recorded.items() if k in known})
+    except (TypeError, ValueError, AttributeError) as error:
+        raise RunError(f"config.json's {TRAIN_CONFIG_KEY} cannot be used: {error}") from error
+
+
 def request_stop(folder: Path) -> None:
     """Ask the process training this run to stop at its next batch (it checks for this file)."""
     (folder / STOP_FILE).write_text(f"{time.time()}\n")

@@ -467,7 +467,7 @@ def test_a_run_records_its_resolved_recipe_and_trains_with_it(
 
 
 def test_a_run_made_before_recipes_were_recorded_trains_with_the_current_one(tmp_path):
-    from kdcore.execute import recorded_train_config
+    from kdcore.runs import recorded_train_config
 
     run_id = create_run(student(), tmp_path)
     folder = tmp_path / run_id
