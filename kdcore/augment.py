@@ -46,14 +46,18 @@ def epoch_views(
     flips="alternate": epoch 0's random flips, then each image alternates between its two mirror
     images (airbench's trick: over any two epochs a net sees both, with no repeats by chance).
     """
-    if flips not in FLIP_MODES:
-        raise ValueError(f"Unknown flip mode {flips!r}; use {' or '.join(FLIP_MODES)}.")
+    check_flip_mode(flips)
     generator = epoch_generator(seed, epoch, stream=1)
     offsets = torch.randint(0, 2 * pad + 1, (num_images, 2), generator=generator)
     mirrored = torch.rand(num_images, generator=generator) < 0.5
     if flips == "alternate" and epoch > 0:
         mirrored = epoch_views(num_images, seed, 0, pad).flips ^ bool(epoch % 2)
     return EpochViews(offsets, mirrored)
+
+
+def check_flip_mode(flips: str) -> None:
+    if flips not in FLIP_MODES:
+        raise ValueError(f"Unknown flip mode {flips!r}; use {' or '.join(FLIP_MODES)}.")
 
 
 def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:

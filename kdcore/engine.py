@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdcore.augment import FLIP_MODES, PAD, epoch_order, epoch_views, normalize, train_batch
+from kdcore.augment import (
+    PAD,
+    check_flip_mode,
+    epoch_order,
+    epoch_views,
+    normalize,
+    train_batch,
+)
 from kdcore.data import ImageSet
 from kdcore.lookahead import Lookahead
 from kdcore.losses import (
@@ -80,8 +87,7 @@ class TrainConfig:
             raise ValueError(f"Momentum must lie in [0, 1) (got {self.momentum}).")
         if not 0 <= self.crop_padding <= 16:
             raise ValueError(f"Crop padding must lie in [0, 16] (got {self.crop_padding}).")
-        if self.flips not in FLIP_MODES:
-            raise ValueError(f"Unknown flip mode {self.flips!r}; use {' or '.join(FLIP_MODES)}.")
+        check_flip_mode(self.flips)
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Label smoothing must lie in [0, 1) (got {self.label_smoothing}).")
 
