@@ -24,6 +24,7 @@ from ui.context import TABLE_POLL_SECONDS, data_source, get_queue, init_state
 from ui.runs_view import (
     EPOCHS_HELP,
     SUBSET_HELP,
+    chart_colors,
     legend_below,
     name_input,
     percent,
@@ -181,14 +182,19 @@ def sweep_view(values: dict[str, Any], polling: bool) -> None:
         format_func=lambda cell: f"T={cell[0]:g}, α={cell[1]:g}",
     )
     temperature, alpha = chosen
-    series = {
-        run_title(record): list(record.metrics)
+    shown = [
+        record
         for key, record in records.items()
         if key.startswith(f"T{temperature:g}-a{alpha:g}-") or key.startswith("alone-")
-    }
+    ]
+    series = {run_title(record): list(record.metrics) for record in shown}
+    run_colors = chart_colors(queue)  # each run's colour on every page
+    colors = {run_title(record): run_colors.get(record.run_id) for record in shown}
     st.plotly_chart(
         legend_below(
-            learning_curves(series, "test_acc", title="this cell's runs and the baseline")
+            learning_curves(
+                series, "test_acc", title="this cell's runs and the baseline", colors=colors
+            )
         ),
         key="sweep.cell_chart",
         width="stretch",

@@ -26,6 +26,7 @@ from kdcore.inference import classify_upload
 from kdcore.runs import RunSpec, create_run, list_runs, load_run
 from kdcore.status import RunStatus, write_status
 from ui.context import get_queue
+from ui.runs_view import chart_colors, run_title
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -354,6 +355,12 @@ def test_a_sweep_started_from_its_page_fills_its_heatmap_and_table(trained_root,
     assert "student alone" in heatmap.proto.spec
     at.selectbox(key="sweep.cell").set_value((4.0, 0.5)).run()
     assert not at.exception
+    drawn = chart_specs(at)["sweep.cell_chart"]["data"]
+    cell = ("first grid alone s0", "first grid T4-a0.5-s0")
+    shown = [r for r in list_runs(root) if r.spec.label in cell]
+    colors = chart_colors(get_queue())  # each run in the colour it has on every other page
+    assert {t["name"]: t["line"]["color"] for t in drawn} == {
+        run_title(r): colors[r.run_id] for r in shown}  # fmt: skip
     at.segmented_control(key="sweep.metric").set_value("ece").run()
     assert not at.exception and at.get("download_button")
 
