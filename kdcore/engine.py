@@ -60,7 +60,7 @@ class TrainConfig:
     crop_padding: int = PAD  # the study's RandomCrop(32, padding=4); distillation keeps it
     flips: str = "random"  # or "alternate" (augment.epoch_views); distillation keeps "random"
     lookahead: bool = False  # pull the weights towards a slow copy (kdcore.lookahead)
-    tta: bool = False  # rows also get test_acc_tta: logits averaged over each image and its mirror
+    tta: bool = False  # the last row also gets test_acc_tta: logits averaged with the mirror's
     seed: int = 0
     eval_batch_size: int = 1000
 
@@ -325,15 +325,16 @@ def fit(
             break
         if lookahead is not None and epoch == config.epochs - 1:
             lookahead.finish()
-        test_logs = evaluate(model, test, device, config.eval_batch_size, config.tta)
+        tta = config.tta and epoch == config.epochs - 1  # costs a forward pass: read it once
+        test_logs = evaluate(model, test, device, config.eval_batch_size, tta)
         elapsed = time.perf_counter() - started
         row = {
             "epoch": epoch + 1,
             **train_logs,
             "test_loss": test_logs["loss"],
             "test_acc": test_logs["acc"],
-            **({"test_acc_tta": test_logs["acc_tta"]} if config.tta else {}),
-            **_val_logs(model, val, device, config),
+            **({"test_acc_tta": test_logs["acc_tta"]} if tta else {}),
+            **_val_logs(model, val, device, config.eval_batch_size, tta),
             "epoch_s": time.perf_counter() - epoch_started,
             "elapsed_s": elapsed,
             "eta_s": elapsed / (epoch + 1) * (config.epochs - epoch - 1),
@@ -381,13 +382,16 @@ def _on_cpu(value: Any) -> Any:
 
 
 def _val_logs(
-    model: nn.Module, val: ImageSet | None, device: torch.device, config: TrainConfig
+    model: nn.Module, val: ImageSet | None, device: torch.device, batch_size: int, tta: bool
 ) -> dict[str, float]:
     if val is None or len(val) == 0:
         return {}
-    logs = evaluate(model, val, device, config.eval_batch_size, config.tta)
-    tta = {"val_acc_tta": logs["acc_tta"]} if config.tta else {}
-    return {"val_loss": logs["loss"], "val_acc": logs["acc"], **tta}
+    logs = evaluate(model, val, device, batch_size, tta)
+    return {
+        "val_loss": logs["loss"],
+        "val_acc": logs["acc"],
+        **({"val_acc_tta": logs["acc_tta"]} if tta else {}),
+    }
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
