@@ -528,6 +528,17 @@ def test_the_run_list_filters_by_role_status_data_and_name(trained):
     assert shown() == [] and "No run matches the filters." in [i.value for i in at.info]
 
 
+def test_a_link_with_filters_opens_the_run_list_filtered(trained):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["home.filter.roles"] = "teacher"
+    at.query_params["home.filter.text"] = "TINY"
+    at.run()
+    assert at.multiselect(key="home.filter.roles").value == ["teacher"]
+    assert at.text_input(key="home.filter.text").value == "TINY"
+    assert at.dataframe[0].value["role"].tolist() == ["teacher"]
+    assert any("1 of 3 runs match" in caption.value for caption in at.main.caption)
+
+
 def test_runs_are_deleted_after_a_confirmation_and_a_teacher_asks_first(
     trained_root, tmp_path, monkeypatch
 ):

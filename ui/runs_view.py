@@ -170,18 +170,20 @@ ROLE_LABELS = {"teacher": "teacher", "student": "student alone", "distill": "dis
 
 
 def run_filter_ui(records: Sequence[RunRecord], key: str) -> RunFilter:
-    """Role, status, data and name filters in one row; nothing chosen keeps every run."""
+    """Role, status, data and name filters in one row; nothing chosen keeps every run.
+
+    The choices live in the page's URL (`?<key>.roles=teacher`), so a link reproduces the list.
+    """
     role, state, data, name = st.columns([1, 1, 1.3, 1.3])
     sources = sorted({r.spec.data for r in records} | set(st.session_state.get(f"{key}.data", ())))
+    url = {"bind": "query-params", "placeholder": "any"}
     return RunFilter(
         roles=tuple(
-            role.multiselect(
-                "Role", ROLES, key=f"{key}.roles", format_func=ROLE_LABELS.get, placeholder="any"
-            )
+            role.multiselect("Role", ROLES, key=f"{key}.roles", format_func=ROLE_LABELS.get, **url)
         ),
-        states=tuple(state.multiselect("Status", STATES, key=f"{key}.states", placeholder="any")),
-        data=tuple(data.multiselect("Data", sources, key=f"{key}.data", placeholder="any")),
-        text=name.text_input("Name or id contains", key=f"{key}.text", placeholder="any"),
+        states=tuple(state.multiselect("Status", STATES, key=f"{key}.states", **url)),
+        data=tuple(data.multiselect("Data", sources, key=f"{key}.data", **url)),
+        text=name.text_input("Name or id contains", key=f"{key}.text", **url),
     )
 
 
