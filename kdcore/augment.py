@@ -15,6 +15,7 @@ import torch
 
 PAD = 4
 FLIP_MODES = ("random", "alternate")
+FILLS = ("zero", "reflect")  # what a crop sees beyond the image: black (the study's) or its mirror
 
 
 @dataclass(frozen=True)
@@ -65,21 +66,50 @@ def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_images, generator=epoch_generator(seed, epoch, stream=0))
 
 
-def crop_flip(images: torch.Tensor, views: EpochViews, pad: int = PAD) -> torch.Tensor:
-    """Zero-pad by `pad`, crop back to the input size at `views.offsets`, mirror where `flips`.
+def crop_flip(
+    images: torch.Tensor, views: EpochViews, pad: int = PAD, fill: str = "zero"
+) -> torch.Tensor:
+    """Pad by `pad`, crop back to the input size at `views.offsets`, mirror where `flips`.
 
+    fill="zero" pads with black, as the study's RandomCrop does; fill="reflect" with the image's
+    own mirror at its edges, as airbench does (torch's "reflect": the edge pixel is not repeated).
     images: (B, C, H, W), any dtype, on any device; returns the same shape, dtype and device.
     """
+    check_fill(fill)
     batch, channels, height, width = images.shape
-    padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
     offsets = views.offsets.to(images.device)
-    rows = offsets[:, 0:1] + torch.arange(height, device=images.device)  # (B, H)
+    rows = offsets[:, 0:1] + torch.arange(height, device=images.device)  # (B, H), padded coords
     cols = offsets[:, 1:2] + torch.arange(width, device=images.device)  # (B, W)
+    if fill == "reflect":  # index the image itself: any dtype, no padded copy
+        if pad >= min(height, width):
+            raise ValueError(f"Reflect padding must be below the image size (got {pad}).")
+        source, rows, cols = images, _reflect(rows - pad, height), _reflect(cols - pad, width)
+    else:
+        source = torch.nn.functional.pad(images, (pad, pad, pad, pad))  # (B, C, H+2p, W+2p)
     flips = views.flips.to(images.device)
     cols = torch.where(flips[:, None], cols.flip(1), cols)
     batch_index = torch.arange(batch, device=images.device)[:, None, None]
-    cropped = padded.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]
+    cropped = source.permute(0, 2, 3, 1)[batch_index, rows[:, :, None], cols[:, None, :]]
     return cropped.permute(0, 3, 1, 2)  # (B, C, H, W), channels-last in memory
+
+
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices in [-size+1, 2*size-2] folded into [0, size) by mirroring at the edges."""
+    index = index.abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def check_fill(fill: str) -> None:
+    if fill not in FILLS:
+        raise ValueError(f"Unknown crop fill {fill!r}; use {' or '.join(FILLS)}.")
+
+
+def shifted_view(images: torch.Tensor, shift: int, mirrored: bool) -> torch.Tensor:
+    """Every image moved by `shift` pixels down and right (up and left when negative), the edge
+    filled by reflection, and mirrored: the views of test-time augmentation."""
+    offsets = torch.full((len(images), 2), abs(shift) - shift, dtype=torch.long)
+    flips = torch.full((len(images),), mirrored, dtype=torch.bool)
+    return crop_flip(images, EpochViews(offsets, flips), pad=abs(shift), fill="reflect")
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -88,7 +118,11 @@ def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch
 
 
 def train_batch(
-    images: torch.Tensor, views: EpochViews, dtype: torch.dtype = torch.float32, pad: int = PAD
+    images: torch.Tensor,
+    views: EpochViews,
+    dtype: torch.dtype = torch.float32,
+    pad: int = PAD,
+    fill: str = "zero",
 ) -> torch.Tensor:
     """The augmented, normalised training input for a batch of uint8 images."""
-    return normalize(crop_flip(images, views, pad), dtype)
+    return normalize(crop_flip(images, views, pad, fill), dtype)

@@ -23,10 +23,12 @@ from torch import nn
 
 from kdcore.augment import (
     PAD,
+    check_fill,
     check_flip_mode,
     epoch_order,
     epoch_views,
     normalize,
+    shifted_view,
     train_batch,
 )
 from kdcore.data import ImageSet
@@ -41,6 +43,7 @@ from kdcore.losses import (
 OPTIMIZERS = ("adamw", "sgd")
 MAX_LR = 10.0  # far above any schedule's peak that trains; larger values are typos
 SCHEDULES = ("onecycle", "constant")
+TTA_MODES = ("off", "flip", "flip+translate")  # test-time augmentation (see tta_logits)
 GPU_SYNC_EVERY = 20  # batches whose numbers a GPU keeps before one copy to the host
 
 
@@ -58,9 +61,10 @@ class TrainConfig:
     warmup_fraction: float = 0.25
     label_smoothing: float = 0.0
     crop_padding: int = PAD  # the study's RandomCrop(32, padding=4); distillation keeps it
+    crop_fill: str = "zero"  # or "reflect" (augment.crop_flip); distillation keeps "zero"
     flips: str = "random"  # or "alternate" (augment.epoch_views); distillation keeps "random"
     lookahead: bool = False  # pull the weights towards a slow copy (kdcore.lookahead)
-    tta: bool = False  # the last row also gets test_acc_tta: logits averaged with the mirror's
+    tta: str = "off"  # the last row also gets test_acc_tta with these views (TTA_MODES)
     seed: int = 0
     eval_batch_size: int = 1000
 
@@ -88,6 +92,11 @@ class TrainConfig:
         if not 0 <= self.crop_padding <= 16:
             raise ValueError(f"Crop padding must lie in [0, 16] (got {self.crop_padding}).")
         check_flip_mode(self.flips)
+        check_fill(self.crop_fill)
+        if isinstance(self.tta, bool):  # settings recorded when TTA was flips or nothing
+            object.__setattr__(self, "tta", "flip" if self.tta else "off")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"Unknown TTA {self.tta!r}; use {', '.join(TTA_MODES)}.")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"Label smoothing must lie in [0, 1) (got {self.label_smoothing}).")
 
@@ -206,22 +215,46 @@ def evaluate(
     data: ImageSet,
     device: torch.device,
     batch_size: int = 1000,
-    tta: bool = False,
+    tta: str = "off",
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy (a fraction) on un-augmented images.
 
-    With `tta`, also `acc_tta`: the accuracy of the logits averaged over each image and its mirror
-    image (test-time augmentation by flips, as airbench reports).
+    With a `tta` mode other than "off", also `acc_tta`: the accuracy of `tta_logits`.
     """
     logits = predict_logits(model, data, device, batch_size)
     labels = data.labels.to(device)
     loss = F.cross_entropy(logits, labels, reduction="sum")
     correct = (logits.argmax(1) == labels).sum()
     logs = {"loss": loss.item() / len(data), "acc": correct.item() / len(data)}
-    if tta:
-        averaged = logits + predict_logits(model, data, device, batch_size, mirrored=True)
+    if tta != "off":
+        averaged = tta_logits(model, data, device, batch_size, tta, plain=logits)
         logs["acc_tta"] = (averaged.argmax(1) == labels).sum().item() / len(data)
     return logs
+
+
+def tta_logits(
+    model: nn.Module,
+    data: ImageSet,
+    device: torch.device,
+    batch_size: int,
+    mode: str,
+    plain: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Logits averaged over test-time views, as airbench reads its accuracy: "flip", each image
+    and its mirror; "flip+translate", half that and half the same for the image moved one pixel
+    up-left and one down-right (reflected at the edge). `plain`: the un-augmented logits, if known.
+    """
+    if plain is None:
+        plain = predict_logits(model, data, device, batch_size)
+    flip = (plain + predict_logits(model, data, device, batch_size, mirrored=True)) / 2
+    if mode == "flip":
+        return flip
+    shifted = [
+        predict_logits(model, data, device, batch_size, shift=shift, mirrored=mirrored)
+        for shift in (-1, 1)
+        for mirrored in (False, True)
+    ]
+    return flip / 2 + torch.stack(shifted).mean(0) / 2
 
 
 @torch.inference_mode()
@@ -231,15 +264,16 @@ def predict_logits(
     device: torch.device,
     batch_size: int = 1000,
     mirrored: bool = False,
+    shift: int = 0,
 ) -> torch.Tensor:
-    """The model's logits for every un-augmented image of `data` (or its mirror image, with
-    `mirrored`): (N, C) float32 on `device`."""
+    """The model's logits for every un-augmented image of `data` (or its view moved by `shift`
+    pixels and mirrored: augment.shifted_view): (N, C) float32 on `device`."""
     model.eval()
     chunks = []
     for start in range(0, len(data), batch_size):
         images = data.images[start : start + batch_size].to(device, non_blocking=True)
-        if mirrored:
-            images = images.flip(3)
+        if mirrored or shift:
+            images = shifted_view(images, shift, mirrored)
         with autocast_for(device):
             chunks.append(model(normalize(images.contiguous(memory_format=torch.channels_last))))
     return torch.cat(chunks).float()
@@ -267,10 +301,12 @@ def fit(
     states, the rows so far). Given back as `resume`, with the model's weights of that epoch,
     `fit` continues where it stopped and ends with the weights an unbroken fit gives.
     """
-    if distillation is not None and (config.crop_padding, config.flips) != (PAD, "random"):
+    views = (config.crop_padding, config.flips, config.crop_fill)
+    if distillation is not None and views != (PAD, "random", "zero"):
         raise ValueError(
             f"Distillation reads the teacher's outputs for the study's views (crop padding {PAD}, "
-            f"random flips), not padding {config.crop_padding} with {config.flips} flips."
+            f"random flips, zero fill), not padding {config.crop_padding} with {config.flips} "
+            f"flips and {config.crop_fill} fill."
         )
     device = device or pick_device()
     stop_event = stop_event or threading.Event()
@@ -325,7 +361,7 @@ def fit(
             break
         if lookahead is not None and epoch == config.epochs - 1:
             lookahead.finish()
-        tta = config.tta and epoch == config.epochs - 1  # costs a forward pass: read it once
+        tta = config.tta if epoch == config.epochs - 1 else "off"  # costly: read it once
         test_logs = evaluate(model, test, device, config.eval_batch_size, tta)
         elapsed = time.perf_counter() - started
         row = {
@@ -333,7 +369,7 @@ def fit(
             **train_logs,
             "test_loss": test_logs["loss"],
             "test_acc": test_logs["acc"],
-            **({"test_acc_tta": test_logs["acc_tta"]} if tta else {}),
+            **({"test_acc_tta": test_logs["acc_tta"]} if tta != "off" else {}),
             **_val_logs(model, val, device, config.eval_batch_size, tta),
             "epoch_s": time.perf_counter() - epoch_started,
             "elapsed_s": elapsed,
@@ -382,7 +418,7 @@ def _on_cpu(value: Any) -> Any:
 
 
 def _val_logs(
-    model: nn.Module, val: ImageSet | None, device: torch.device, batch_size: int, tta: bool
+    model: nn.Module, val: ImageSet | None, device: torch.device, batch_size: int, tta: str
 ) -> dict[str, float]:
     if val is None or len(val) == 0:
         return {}
@@ -390,7 +426,7 @@ def _val_logs(
     return {
         "val_loss": logs["loss"],
         "val_acc": logs["acc"],
-        **({"val_acc_tta": logs["acc_tta"]} if tta else {}),
+        **({"val_acc_tta": logs["acc_tta"]} if tta != "off" else {}),
     }
 
 
@@ -473,7 +509,7 @@ class _StepContext:
         """
         self.model.train()
         seed, batches = self.config.seed, math.ceil(len(labels) / self.config.batch_size)
-        pad = self.config.crop_padding
+        pad, fill = self.config.crop_padding, self.config.crop_fill
         order = epoch_order(len(labels), seed, epoch).to(self.device)
         views = epoch_views(len(labels), seed, epoch, pad, self.config.flips).to(self.device)
         sync_every = host_sync_every(self.device)
@@ -482,7 +518,7 @@ class _StepContext:
         for batch_index, indices in enumerate(order.split(self.config.batch_size)):
             if stop_event.is_set():
                 return None
-            inputs = train_batch(images[indices], views.select(indices), pad=pad)
+            inputs = train_batch(images[indices], views.select(indices), pad=pad, fill=fill)
             targets = labels[indices]
             teacher = None if teacher_logits is None else teacher_logits[indices]
             terms, logits = self._step(inputs, targets, teacher)

@@ -32,15 +32,17 @@ TEACHER_RECIPES: dict[tuple[str, str | None, str], dict[str, Any]] = {
     # (family, stem, init: "scratch" or "pretrained") -> settings
     # airbench's no-smoothing settings (lr 5.0 per 1024 images, momentum 0.85, wd 0.015 decoupled)
     # at this batch of 128: lr 5.0 / (1024 * (1 + 1 / 0.15)) * 128, coupled wd 0.015 / 5.0; with
-    # its lookahead and alternating flips, and test accuracy also read with flip TTA
+    # its lookahead, alternating flips and reflected crops, and test accuracy also read with its
+    # flip-and-translate TTA
     ("cifarnet", None, "scratch"): {
         **_SGD,
         "lr": 0.08,
         "weight_decay": 3e-3,
         "crop_padding": 2,
+        "crop_fill": "reflect",
         "flips": "alternate",
         "lookahead": True,
-        "tta": True,
+        "tta": "flip+translate",
     },
     ("resnet", "cifar", "scratch"): {**_SGD, "lr": 0.1},
     ("resnet", "imagenet", "scratch"): {**_SGD, "lr": 0.2},

@@ -40,7 +40,7 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "best test acc (%)": percent(record.best_test_acc),
         "final test acc (%)": percent(record.final_test_acc),
         "final val acc (%)": percent(last.get("val_acc")),
-        "final test acc, flip TTA (%)": percent(last.get("test_acc_tta")),
+        "final test acc with TTA (%)": percent(last.get("test_acc_tta")),
         "agreement (%)": percent(report.get("agreement")),
         "KL(teacher || student)": _rounded(report.get("kl_teacher_student")),
         "ECE": _rounded(report.get("ece")),

@@ -19,6 +19,7 @@ from kdcore.augment import (
     epoch_order,
     epoch_views,
     normalize,
+    shifted_view,
     train_batch,
 )
 
@@ -157,6 +158,41 @@ def test_crop_flip_keeps_shape_and_dtype_and_accepts_channels_last(dtype):
     ours = crop_flip(channels_last, views)
     assert ours.shape == images.shape and ours.dtype == dtype
     assert torch.equal(ours, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_reflect_fill_equals_torch_reflect_padding_for_every_offset_and_flip(dtype):
+    images = random_images(2).to(dtype)
+    batch, views = every_view(images)
+    ours = crop_flip(batch, views, fill="reflect")
+    padded = torch.nn.functional.pad(images.float(), (PAD,) * 4, mode="reflect").to(dtype)
+    for row, (image_index, (top, left, flip)) in enumerate(
+        itertools.product(range(len(images)), ALL_VIEWS)
+    ):
+        expected = padded[image_index, :, top : top + 32, left : left + 32]
+        assert torch.equal(ours[row], expected.flip(2) if flip else expected), (top, left, flip)
+
+
+def test_reflect_fill_refuses_a_padding_as_large_as_the_image():
+    with pytest.raises(ValueError, match="Reflect padding must be below the image size"):
+        small = random_images(1)[:, :, :4, :4]
+        crop_flip(small, epoch_views(1, 0, 0, pad=4), pad=4, fill="reflect")
+    with pytest.raises(ValueError, match="Unknown crop fill 'edge'"):
+        crop_flip(random_images(1), epoch_views(1, 0, 0), fill="edge")
+
+
+@pytest.mark.parametrize("shift", [-2, -1, 0, 1, 2])
+def test_shifted_view_moves_the_image_and_reflects_at_the_edge(shift):
+    images = random_images(3, seed=2)
+    view = shifted_view(images, shift, mirrored=False)
+    inner = slice(max(shift, 0), 32 + min(shift, 0))
+    source = slice(max(-shift, 0), 32 - max(shift, 0))
+    assert torch.equal(view[:, :, inner, inner], images[:, :, source, source])  # moved by shift
+    padded = torch.nn.functional.pad(images.float(), (abs(shift),) * 4, mode="reflect")
+    start = abs(shift) - shift
+    expected = padded[:, :, start : start + 32, start : start + 32].to(torch.uint8)
+    assert torch.equal(view, expected)
+    assert torch.equal(shifted_view(images, shift, mirrored=True), expected.flip(3))
 
 
 def test_alternate_flips_mirror_each_image_every_other_epoch_with_the_same_crops():

@@ -17,10 +17,12 @@ from kdcore.engine import (
     Distillation,
     DivergedError,
     TrainConfig,
+    autocast_for,
     build_optimizer,
     build_scheduler,
     evaluate,
     fit,
+    tta_logits,
 )
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from kdcore.models import SmallCNN
@@ -175,6 +177,8 @@ def test_different_seed_gives_different_weights(tiny):
         ({"warmup_fraction": 0.0}, r"Warm-up fraction must lie in \(0, 1\)"),
         ({"crop_padding": -1}, r"Crop padding must lie in \[0, 16\]"),
         ({"crop_padding": 17}, r"Crop padding must lie in \[0, 16\]"),
+        ({"crop_fill": "edge"}, "Unknown crop fill 'edge'; use zero or reflect"),
+        ({"tta": "crops"}, "Unknown TTA 'crops'; use off, flip, flip\\+translate"),
     ],
 )
 def test_train_config_refuses_bad_settings(settings, message):
@@ -217,16 +221,15 @@ def test_crop_padding_reaches_the_views_and_the_crop(tiny, monkeypatch):
     train, test = tiny
     seen, real = [], engine.train_batch
 
-    def spy(images, views, dtype=torch.float32, pad=4):
-        seen.append((pad, int(views.offsets.max())))
-        return real(images, views, dtype, pad=pad)
+    def spy(images, views, dtype=torch.float32, pad=4, fill="zero"):
+        seen.append((pad, int(views.offsets.max()), fill))
+        return real(images, views, dtype, pad=pad, fill=fill)
 
     monkeypatch.setattr(engine, "train_batch", spy)
-    fit(
-        fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32, crop_padding=2), device=CPU
-    )
-    assert {pad for pad, _ in seen} == {2}
-    assert max(offset for _, offset in seen) <= 4  # a crop origin within 2 * 2 pixels
+    config = TrainConfig(epochs=1, batch_size=32, crop_padding=2, crop_fill="reflect")
+    fit(fresh_model(), train, test, config, device=CPU)
+    assert {(pad, fill) for pad, _, fill in seen} == {(2, "reflect")}
+    assert max(offset for _, offset, _ in seen) <= 4  # a crop origin within 2 * 2 pixels
 
 
 class FastShifts(nn.Module):
@@ -498,7 +501,9 @@ def test_alternate_flips_reach_the_views(tiny, monkeypatch):
     assert torch.equal(seen[1], ~seen[0])
 
 
-@pytest.mark.parametrize("views", [{"crop_padding": 2}, {"flips": "alternate"}])
+@pytest.mark.parametrize(
+    "views", [{"crop_padding": 2}, {"flips": "alternate"}, {"crop_fill": "reflect"}]
+)
 def test_distillation_keeps_the_views_the_teacher_cache_holds(tiny, views):
     train, test = tiny
     teacher = FixedTeacher(F.one_hot(train.labels, 10).float())
@@ -516,7 +521,7 @@ def test_tta_accuracy_averages_the_logits_of_each_image_and_its_mirror(synthetic
     from kdcore.augment import normalize
 
     model, data = fresh_model().eval(), synthetic_test.subset(60, seed=0)
-    logs = evaluate(model, data, CPU, batch_size=25, tta=True)
+    logs = evaluate(model, data, CPU, batch_size=25, tta="flip")
     with torch.no_grad():
         images = normalize(data.images)
         averaged = model(images) + model(images.flip(3))
@@ -525,14 +530,38 @@ def test_tta_accuracy_averages_the_logits_of_each_image_and_its_mirror(synthetic
     assert "acc_tta" not in evaluate(model, data, CPU)
 
 
+def test_translate_tta_is_airbenchs_average_of_mirrors_and_one_pixel_shifts(synthetic_test):
+    from kdcore.augment import normalize
+
+    model, data = fresh_model().eval(), synthetic_test.subset(60, seed=0)
+    ours = tta_logits(model, data, CPU, 25, "flip+translate")
+    with torch.no_grad():  # airbench's infer_mirror_translate, written out
+        images = normalize(data.images)
+
+        def mirror(inputs):  # in the precision evaluation uses (bf16 where the CPU has it)
+            with autocast_for(CPU):
+                return (model(inputs).float() + model(inputs.flip(3)).float()) / 2
+
+        padded = F.pad(images, (1, 1, 1, 1), mode="reflect")
+        translated = [padded[:, :, 0:32, 0:32], padded[:, :, 2:34, 2:34]]
+        expected = 0.5 * mirror(images) + 0.5 * torch.stack([mirror(x) for x in translated]).mean(0)
+    torch.testing.assert_close(ours, expected, atol=1.5e-4, rtol=0)  # bf16, other batches
+    logs = evaluate(model, data, CPU, batch_size=25, tta="flip+translate")
+    assert logs["acc_tta"] == pytest.approx((expected.argmax(1) == data.labels).float().mean())
+
+
+def test_settings_recorded_with_tta_on_or_off_read_as_flip_or_off():
+    assert TrainConfig(tta=True).tta == "flip" and TrainConfig(tta=False).tta == "off"
+
+
 def test_only_the_last_row_gets_tta_accuracies_and_only_when_asked(tiny):
     train, test = tiny
     val = test.subset(20, seed=1)
     plain = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32), val=val,
                 device=CPU)  # fmt: skip
     assert not {"test_acc_tta", "val_acc_tta"} & set(plain.history[-1])
-    asked = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32, tta=True), val=val,
-                device=CPU)  # fmt: skip
+    asked = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32, tta="flip"),
+                val=val, device=CPU)  # fmt: skip
     first, last = asked.history
     assert not {"test_acc_tta", "val_acc_tta"} & set(first)  # read once, after the last epoch
     assert 0 <= last["test_acc_tta"] <= 1 and 0 <= last["val_acc_tta"] <= 1

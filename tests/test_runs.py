@@ -92,10 +92,12 @@ def test_teacher_recipes_follow_arch_stem_and_init():
 
     cifarnet = teacher(arch="cifarnet")
     assert (cifarnet.optimizer, cifarnet.lr, cifarnet.label_smoothing) == ("sgd", 0.08, 0.0)
-    assert (cifarnet.weight_decay, cifarnet.crop_padding) == (3e-3, 2)
-    assert (cifarnet.flips, cifarnet.lookahead, cifarnet.tta) == ("alternate", True, True)
+    assert (cifarnet.weight_decay, cifarnet.crop_padding, cifarnet.flips) == (3e-3, 2, "alternate")
+    assert (cifarnet.crop_fill, cifarnet.lookahead) == ("reflect", True)
+    assert cifarnet.tta == "flip+translate"
     resnet = teacher(arch="resnet18")
-    assert (resnet.flips, resnet.lookahead, resnet.tta) == ("random", False, False)
+    assert (resnet.flips, resnet.crop_fill, resnet.lookahead, resnet.tta) == (
+        "random", "zero", False, "off")  # fmt: skip
     assert teacher(arch="resnet18").lr == 0.1  # cifar stem, from scratch
     assert teacher(arch="resnet18", stem="imagenet").lr == 0.2
     assert teacher(arch="resnet101", init="imagenet").lr == 0.02
