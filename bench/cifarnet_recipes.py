@@ -6,8 +6,8 @@ Each recipe is the current default teacher recipe (`kdcore.recipes`) with a few 
 It trains CifarNet for 10 epochs (seed 0) on the training split less `--val-split` held-out images
 (5,000 by default: the same images for every recipe) and prints one JSON line per epoch, then one
 with the last epoch's validation accuracy (alone and with the default's flip-and-translate TTA,
-whatever the recipe) and the training time. The
-test split is evaluated too, as every run does, but recipes are chosen on the validation figures.
+whatever the recipe) and the training time. The test split is evaluated too, as every run does,
+but recipes are chosen on the validation figures.
 `--out FILE` also appends that last line to FILE.
 """
 
