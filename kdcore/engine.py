@@ -527,7 +527,10 @@ class _StepContext:
             predicted = logits.argmax(1)
             terms["correct"] = (predicted == targets).sum()
             if teacher is not None:
-                terms["agreement"] = (predicted == teacher.argmax(1)).float().mean()
+                teacher_predicted = teacher.argmax(1)
+                terms["agreement"] = (predicted == teacher_predicted).float().mean()
+                # how good the soft targets are on the very views the student learns from
+                terms["teacher_acc"] = (teacher_predicted == targets).float().mean()
             totals.add(batch_index, len(indices), terms)
             if len(totals.pending) >= sync_every:
                 totals.flush()
@@ -575,7 +578,7 @@ class _EpochTotals:
     loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
-    term_sums: dict[str, float] = field(default_factory=dict)  # soft, hard, agreement
+    term_sums: dict[str, float] = field(default_factory=dict)  # soft, hard, agreement, ...
 
     def add(self, batch_index: int, size: int, terms: dict[str, torch.Tensor]) -> None:
         self.pending.append((batch_index, size, terms))

@@ -332,6 +332,10 @@ TERM_LINES = (  # metrics key -> (what it is, dash)
     ("train_soft", "soft T²·KL", "solid"),
     ("train_hard", "hard CE", "dash"),
 )
+AGREEMENT_LINES = (  # in % of the training views: the student's top class is the teacher's; the
+    ("train_agreement", "agreement", "solid"),  # teacher's top class is the label (runs made
+    ("train_teacher_acc", "teacher right", "dot"),  # before it was recorded draw no such line)
+)
 
 
 def distillation_terms_figure(
@@ -341,7 +345,8 @@ def distillation_terms_figure(
     log_y: bool = False,
 ) -> go.Figure:
     """Left: a distilled run's two loss terms per epoch, soft (T²·KL, solid) and hard (CE,
-    dashed); right: how often its top class was the teacher's, while training (%).
+    dashed); right: how often its top class was the teacher's, while training (%, solid), and
+    how often the teacher's was right on those same views (%, dotted): how good its targets were.
 
     distillation_terms_figure({"distilled T=4": rows}, smoothing=0.6, colors={...}, log_y=True)
     Runs without the terms (the student alone, a teacher) are left out. The loss the run
@@ -350,7 +355,7 @@ def distillation_terms_figure(
     fig = make_subplots(
         rows=1, cols=2,
         subplot_titles=("train loss terms: soft T²·KL (solid), hard CE (dashed)",
-                        "train agreement with the teacher (%)"),
+                        "agreement with the teacher (solid), teacher right (dotted)"),
     )  # fmt: skip
     last_epoch = 0
     palette = _label_colors(list(series), colors)
@@ -363,9 +368,12 @@ def distillation_terms_figure(
             last_epoch = max([last_epoch, *epochs])
             curve = Curve(f"{name} · {term}", color, LOSS_HOVER, dash, group=name)
             _add_curve(fig, curve, epochs, values, smoothing, row=1, col=1)
-        epochs, values = _column(rows, "train_agreement")
-        curve = Curve(f"{name} · agreement", color, ACC_HOVER, group=name, showlegend=False)
-        _add_curve(fig, curve, epochs, [v * 100 for v in values], smoothing, row=1, col=2)
+        for key, what, dash in AGREEMENT_LINES:
+            epochs, values = _column(rows, key)
+            if not epochs:
+                continue
+            curve = Curve(f"{name} · {what}", color, ACC_HOVER, dash, name, showlegend=False)
+            _add_curve(fig, curve, epochs, [v * 100 for v in values], smoothing, row=1, col=2)
     for col in (1, 2):
         fig.update_xaxes(title="epoch", row=1, col=col, **epoch_axis(last_epoch))
     fig.update_yaxes(title="loss", type="log" if log_y else None, row=1, col=1)

@@ -302,10 +302,30 @@ def test_distillation_reports_soft_and_hard_terms_and_asks_the_teacher_each_epoc
         assert row["train_agreement"] == pytest.approx(row["train_acc"], abs=1e-9)
 
 
+def test_distillation_reports_how_often_the_teacher_is_right_on_the_training_views(tiny):
+    train, test = tiny
+    wrong = (train.labels + 1) % 10
+    every_other = torch.arange(len(train)) % 2 == 0
+    teacher = FixedTeacher(F.one_hot(torch.where(every_other, train.labels, wrong), 10).float())
+    recorder = Recorder()
+    result = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32),
+                 distillation=Distillation(teacher, temperature=2.0, alpha=0.5),
+                 callbacks=[recorder], device=CPU)  # fmt: skip
+    right_on_even = every_other.float().mean().item()
+    assert [row["train_teacher_acc"] for row in result.history] == pytest.approx(
+        [right_on_even] * 2, abs=1e-9
+    )
+    batches = [e[2] for e in recorder.events if e[0] == "batch"]
+    assert all(0 <= b["teacher_acc"] <= 1 for b in batches)
+    assert {b["teacher_acc"] for b in batches} != {right_on_even}  # read per batch, not once
+
+
 def test_a_lone_student_reports_no_distillation_terms(tiny):
     train, test = tiny
     result = fit(fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32), device=CPU)
-    assert not {"train_soft", "train_hard", "train_agreement"} & set(result.history[0])
+    assert not {"train_soft", "train_hard", "train_agreement", "train_teacher_acc"} & set(
+        result.history[0]
+    )
 
 
 def test_label_smoothing_reaches_the_hard_term_of_distillation(tiny):

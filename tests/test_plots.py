@@ -261,6 +261,18 @@ def test_distillation_terms_draw_soft_hard_and_agreement_of_distilled_runs_only(
     assert not none.data and "no distilled run" in none.layout.annotations[-1].text
 
 
+def test_the_teachers_accuracy_on_the_training_views_is_dotted_beside_the_agreement():
+    rows = distilled_rows(2)
+    for row, teacher_acc in zip(rows, (0.9, 0.95), strict=True):
+        row["train_teacher_acc"] = teacher_acc
+    fig = distillation_terms_figure({"distilled": rows})
+    teacher_right = fig.data[-1]
+    assert teacher_right.name == "distilled · teacher right"
+    assert list(teacher_right.y) == pytest.approx([90, 95])
+    assert teacher_right.line.dash == "dot" and teacher_right.xaxis == "x2"
+    assert teacher_right.legendgroup == fig.data[0].legendgroup
+
+
 def test_per_class_accuracy_from_confusion_matrices_teacher_beside_student():
     assert class_accuracies([[3, 1], [0, 2], [0, 0]]) == [0.75, 1.0, None]
     fig = per_class_accuracy(
