@@ -8,7 +8,11 @@ import statistics
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from kdcore.cli import main as cli_main
+from kdcore.runs import load_run
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -103,3 +107,42 @@ def test_cifarnet_recipes_trains_a_variant_and_reports_val_and_tta(tmp_path, cap
     )
     decays = sorted(group["weight_decay"] for group in optimizer.param_groups)
     assert decays[0] == 0.0 and decays[-1] > 0  # the shifts lose their decay, the rest keep it
+
+
+def test_teacher_views_reports_the_teachers_accuracy_on_the_distillation_views_and_caches_them(
+    tmp_path, capsys, monkeypatch, synthetic_train
+):
+    from kdcore.augment import epoch_views, train_batch
+    from kdcore.checkpoints import load_model
+    from kdcore.engine import autocast_for
+    from kdcore.runs import teacher_checkpoint
+
+    out = tmp_path / "runs"
+    teacher_args = ["teacher", "--arch", "cifarnet", "--data-dir", "synthetic", "--epochs", "1",
+                    "--train-subset", "300", "--out", str(out)]  # fmt: skip
+    assert cli_main(teacher_args) == 0
+    teacher = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]
+    teacher_views = load_script("teacher_views")
+    train = synthetic_train.subset(400, seed=1)
+    monkeypatch.setattr(teacher_views, "load_split", lambda source, split: train)
+    argv = ["teacher_views.py", "--data-dir", "synthetic", "--teacher", teacher, "--out", str(out),
+            "--epochs", "2", "--seed", "3"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+
+    assert teacher_views.main() == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model, _ = load_model(teacher_checkpoint(teacher, out))
+    with torch.inference_mode():
+        for epoch, reported in enumerate(first["view_acc_per_epoch"]):
+            views = train_batch(train.images, epoch_views(len(train), 3, epoch))
+            with autocast_for(torch.device("cpu")):
+                right = (model(views).argmax(1) == train.labels).float().mean().item()
+            assert reported == pytest.approx(right, abs=1e-4)  # the study's views, this seed's
+    assert first["view_acc"] == pytest.approx(statistics.mean(first["view_acc_per_epoch"]), 1e-3)
+    assert first["test_acc"] == load_run(teacher, out).final_test_acc
+    assert first["epochs_computed"] == 2 and first["epochs_from_cache"] == 0
+
+    assert teacher_views.main() == 0  # again: the outputs come from the cache distillation reads
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["epochs_from_cache"] == 2 and again["epochs_computed"] == 0
+    assert again["view_acc_per_epoch"] == first["view_acc_per_epoch"]
