@@ -38,7 +38,9 @@ def main() -> int:
     cache_dir = cache_dir_for(
         checkpoint, source_fingerprint(args.data_dir), args.val_split, len(train), args.seed
     )
-    outputs = TeacherOutputs(teacher, train.images, args.seed, cache_dir, classes=len(train.classes))
+    outputs = TeacherOutputs(
+        teacher, train.images, args.seed, cache_dir, classes=len(train.classes)
+    )
     never = threading.Event()
     accuracies = []
     for epoch in range(args.epochs):
