@@ -99,6 +99,12 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
     return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
+def describe_views(padding: int, fill: str) -> str:
+    """Training crops in words: `describe_views(4, "zero")` is the study's."""
+    borders = "black borders" if fill == "zero" else "mirrored borders"
+    return f"crops padded by {padding} with {borders}"
+
+
 def check_fill(fill: str) -> None:
     if fill not in FILLS:
         raise ValueError(f"Unknown crop fill {fill!r}; use {' or '.join(FILLS)}.")

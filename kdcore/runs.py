@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdcore.augment import PAD, describe_views
 from kdcore.checkpoints import CheckpointError, checkpoint_role, read_checkpoint
 from kdcore.data import (
     DataError,
@@ -215,6 +216,23 @@ def teacher_data_warning(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str | None
                 "classes are the same, but the images come from another source."
             )
     return None
+
+
+def teacher_views_note(teacher: RunRecord) -> str | None:
+    """A sentence when a teacher learnt on other crops than the study's, which distillation shows
+    it (as its students see them): there it can be right less often than on the test split."""
+    try:
+        config = recorded_train_config(teacher.folder, teacher.spec)
+    except (RunError, OSError, ValueError):
+        return None
+    if (config.crop_padding, config.crop_fill) == (PAD, "zero"):
+        return None
+    return (
+        f"This teacher learnt on {describe_views(config.crop_padding, config.crop_fill)}; "
+        f"distillation shows it the study's views ({describe_views(PAD, 'zero')}), as its "
+        "students see them, and it can be right less often there than on the test split. "
+        "Compare runs draws, dotted, how often it was right on them."
+    )
 
 
 def checkpoint_header(path: Path) -> dict[str, Any]:

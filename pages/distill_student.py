@@ -8,7 +8,14 @@ import ui.startup  # first: see its docstring
 import streamlit as st
 
 from kdcore.data import DataError, list_source
-from kdcore.runs import RunError, RunRecord, RunSpec, check_teacher, teacher_data_warning
+from kdcore.runs import (
+    RunError,
+    RunRecord,
+    RunSpec,
+    check_teacher,
+    teacher_data_warning,
+    teacher_views_note,
+)
 from kdcore.teacher_cache import cached_epoch_files
 from ui.context import data_source, get_queue, init_state
 from ui.runs_view import (
@@ -167,7 +174,11 @@ teacher_id = run_picker(
 suits = True
 if teacher_id:
     suits = teacher_suits_ui(teacher_id)
-    teacher_cache_note(queue.run(teacher_id), records)
+    teacher = queue.run(teacher_id)
+    teacher_cache_note(teacher, records)
+    views_note = teacher_views_note(teacher)
+    if views_note:
+        st.caption(views_note)
 spec = student_settings_ui(teacher_id, startable=suits)
 if spec is not None:
     run_id = submit_ui(queue, lambda: spec)

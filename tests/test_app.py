@@ -675,6 +675,15 @@ def test_the_distil_form_refuses_a_teacher_of_other_classes_and_warns_of_other_d
     assert start.disabled is (not startable)
 
 
+def test_the_distil_form_says_when_the_teacher_learnt_on_other_crops_than_the_studys(trained):
+    at = open_page("distill_student")
+    assert at.selectbox(key="distill.teacher").value  # the tiny CifarNet teacher, by default
+    notes = [shown_text(c.value) for c in at.caption if "learnt on" in c.value]
+    assert len(notes) == 1
+    assert "crops padded by 2 with mirrored borders" in notes[0]  # CifarNet's recipe
+    assert "crops padded by 4 with black borders" in notes[0]  # what distillation shows it
+
+
 def test_compare_shows_the_gain_over_the_student_alone_and_its_seeds(trained):
     at = open_page("compare_runs")
     table = at.dataframe[0].value

@@ -481,3 +481,18 @@ def test_a_run_made_before_recipes_were_recorded_trains_with_the_current_one(tmp
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunError, match="train_config cannot be used: Learning rate"):
         recorded_train_config(folder, student())
+
+
+def test_a_teacher_that_learnt_on_other_crops_than_the_studys_gets_a_note(tmp_path):
+    from kdcore.runs import teacher_views_note
+
+    cifarnet = load_run(create_run(RunSpec(role="teacher", arch="cifarnet"), tmp_path), tmp_path)
+    note = teacher_views_note(cifarnet)
+    assert "learnt on crops padded by 2 with mirrored borders" in note
+    assert "the study's views (crops padded by 4 with black borders)" in note
+    resnet = load_run(create_run(RunSpec(role="teacher", arch="resnet18"), tmp_path), tmp_path)
+    assert teacher_views_note(resnet) is None  # its recipe crops as the study does
+    config = json.loads((cifarnet.folder / "config.json").read_text())
+    config["train_config"] = {"crop_padding": 99}
+    (cifarnet.folder / "config.json").write_text(json.dumps(config))
+    assert teacher_views_note(cifarnet) is None  # an unusable record: no claim either way
