@@ -10,8 +10,11 @@ with Chromium through Playwright and times, in the same process and on the same 
 - tabs at once: `--tabs` fresh sessions opened together, until the last draws its runs table.
 First with nothing training, then while a teacher run (started from the Train page) trains in
 its own process, with the threads the run queue gives it (kdcore.scheduler.threads_per_run: all
-cores but one). Prints medians and the training/idle ratios; the last line is a JSON object with
-`fresh_tab_ratio`, `page_switch_ratio` and `tabs_at_once_ratio` (training over idle).
+cores but one), then idle again once that run is stopped. Prints medians and the training/idle
+ratios; the last line is a JSON object with `fresh_tab_ratio`, `page_switch_ratio` and
+`tabs_at_once_ratio` (training over the first idle phase), the same ratios over both idle
+phases together (`..._bracketed`), and `idle_drift` (the second idle phase's page switch over
+the first's: far from 1, the server or browser slowed on their own during the run).
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from pathlib import Path
 from playwright.sync_api import Page, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from kdcore.runs import list_runs  # noqa: E402
+from kdcore.scheduler import RunQueue  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -119,6 +127,19 @@ def start_training(browser, url: str, arch: str) -> None:
     page.close()
 
 
+def stop_training(root: Path) -> None:
+    """Stop every active run and wait until none is left running."""
+    queue = RunQueue(root, max_running=1)
+    for record in list_runs(root):
+        if record.active:
+            queue.stop(record.run_id)
+    deadline = time.monotonic() + 120
+    while any(record.active for record in list_runs(root)):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the training run did not stop within 120 s")
+        time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=8)
@@ -133,17 +154,27 @@ def main() -> None:
             idle = measure(browser, url, args.repeats, args.tabs)
             start_training(browser, url, args.arch)
             busy = measure(browser, url, args.repeats, args.tabs)
+            stop_training(Path(folder) / "checkpoints")
+            idle_after = measure(browser, url, args.repeats, args.tabs)
         finally:
             browser.close()
             server.terminate()
             server.wait(timeout=10)
-    print(f"{'':12} {'idle (s)':>9} {'training (s)':>13} {'ratio':>6}   medians")
-    ratios = {}
+    print(f"{'':12} {'idle (s)':>9} {'training (s)':>13} {'idle again':>11} {'ratio':>6}"
+          f" {'bracketed':>10}   medians")  # fmt: skip
+    ratios, bracketed = {}, {}
     for name in idle:
         quiet, loaded = statistics.median(idle[name]), statistics.median(busy[name])
+        quiet_after = statistics.median(idle_after[name])
         ratios[name] = loaded / quiet
-        print(f"{name:12} {quiet:9.3f} {loaded:13.3f} {loaded / quiet:6.2f}")
+        bracketed[name] = loaded / statistics.median(idle[name] + idle_after[name])
+        print(f"{name:12} {quiet:9.3f} {loaded:13.3f} {quiet_after:11.3f} {ratios[name]:6.2f}"
+              f" {bracketed[name]:10.2f}")  # fmt: skip
+    drift = statistics.median(idle_after["page switch"]) / statistics.median(idle["page switch"])
     summary = {
+        "fresh_tab_ratio_bracketed": round(bracketed["home load"], 3),
+        "page_switch_ratio_bracketed": round(bracketed["page switch"], 3),
+        "idle_drift": round(drift, 3),
         "fresh_tab_ratio": round(ratios["home load"], 3),
         "page_switch_ratio": round(ratios["page switch"], 3),
         "fresh_tab_idle_s": round(statistics.median(idle["home load"]), 3),
