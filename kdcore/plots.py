@@ -332,9 +332,9 @@ TERM_LINES = (  # metrics key -> (what it is, dash)
     ("train_soft", "soft T²·KL", "solid"),
     ("train_hard", "hard CE", "dash"),
 )
-AGREEMENT_LINES = (  # in % of the training views: the student's top class is the teacher's; the
-    ("train_agreement", "agreement", "solid"),  # teacher's top class is the label (runs made
-    ("train_teacher_acc", "teacher right", "dot"),  # before it was recorded draw no such line)
+AGREEMENT_LINES = (  # metrics key -> (what it is, dash), in % of the training views
+    ("train_agreement", "agreement", "solid"),  # the student's top class is the teacher's
+    ("train_teacher_acc", "teacher right", "dot"),  # the teacher's is the label (newer runs only)
 )
 
 
