@@ -592,8 +592,8 @@ def test_compare_curves_keep_colours_smooth_over_raw_and_draw_loss_terms(trained
     drawn = charts["compare.acc_chart"]["data"]
     colours = {trace["name"]: trace["line"]["color"] for trace in drawn}
     terms = [trace["name"] for trace in charts["compare.terms_chart"]["data"]]
-    assert len(terms) == 3 and [name.split(" · ")[-1] for name in terms] == [
-        "soft T²·KL", "hard CE", "agreement"]  # fmt: skip
+    assert len(terms) == 4 and [name.split(" · ")[-1] for name in terms] == [
+        "soft T²·KL", "hard CE", "agreement", "teacher right"]  # fmt: skip
     (student,) = [r.run_id for r in get_queue().runs() if r.spec.role == "student"]
     at.multiselect(key="compare.ids").set_value([student]).run()
     (alone,) = chart_specs(at)["compare.acc_chart"]["data"]
