@@ -12,7 +12,7 @@ First with nothing training, then while a teacher run (started from the Train pa
 its own process, with the threads the run queue gives it (kdcore.scheduler.threads_per_run: all
 cores but one), then idle again once that run is stopped. Prints medians and the training/idle
 ratios; the last line is a JSON object with `fresh_tab_ratio`, `page_switch_ratio` and
-`tabs_at_once_ratio` (training over the first idle phase), the same ratios over both idle
+`tabs_at_once_ratio` (training over the first idle phase), the first two over both idle
 phases together (`..._bracketed`), and `idle_drift` (the second idle phase's page switch over
 the first's: far from 1, the server or browser slowed on their own during the run).
 """
