@@ -1,6 +1,6 @@
 """Does the dashboard stay responsive while a run trains? Page latency idle vs. training.
 
-    python bench/ui_latency.py [--repeats 8] [--tabs 5] [--arch cifarnet]
+    python bench/ui_latency.py [--repeats 8] [--tabs 5] [--arch cifarnet] [--idle-only N]
 
 Starts `streamlit run app.py` on a free port (synthetic data, a temporary runs folder), drives it
 with Chromium through Playwright and times, in the same process and on the same machine:
@@ -140,12 +140,41 @@ def stop_training(root: Path) -> None:
         time.sleep(0.5)
 
 
+def idle_phases(args: argparse.Namespace) -> None:
+    """Medians of `args.idle_only` idle phases against one server; the last over the first."""
+    phases = []
+    with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
+        finished_run(Path(folder) / "checkpoints")
+        server, url = start_server(Path(folder) / "checkpoints")
+        try:
+            for _ in range(args.idle_only):
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=["--no-sandbox"]
+                )
+                phases.append(measure(browser, url, args.repeats, args.tabs))
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    medians = {name: [statistics.median(p[name]) for p in phases] for name in phases[0]}
+    for name, values in medians.items():
+        print(f"{name:12} " + " ".join(f"{v:7.3f}" for v in values) + "   medians per phase (s)")
+    print(json.dumps({f"{name.replace(' ', '_')}_last_over_first": round(v[-1] / v[0], 3)
+                      for name, v in medians.items()}))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--tabs", type=int, default=5, help="sessions opened together (5)")
     parser.add_argument("--arch", default="cifarnet", help="the teacher trained meanwhile")
+    parser.add_argument("--idle-only", type=int, metavar="N", default=0,
+                        help="instead: N idle phases in a row, nothing trained, each in a fresh "
+                        "browser, to see whether the dashboard slows on its own")  # fmt: skip
     args = parser.parse_args()
+    if args.idle_only:
+        idle_phases(args)
+        return
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
         finished_run(Path(folder) / "checkpoints")
         server, url = start_server(Path(folder) / "checkpoints")
