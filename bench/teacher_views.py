@@ -24,6 +24,7 @@ import torch  # noqa: E402
 
 from kdcore.checkpoints import load_model  # noqa: E402
 from kdcore.data import load_split, source_fingerprint  # noqa: E402
+from kdcore.metrics import accuracy  # noqa: E402
 from kdcore.runs import load_run, teacher_checkpoint  # noqa: E402
 from kdcore.teacher_cache import TeacherOutputs, cache_dir_for  # noqa: E402
 
@@ -45,7 +46,7 @@ def main() -> int:
     accuracies = []
     for epoch in range(args.epochs):
         logits = outputs.epoch_logits(epoch, never)
-        accuracies.append((logits.argmax(1) == train.labels).float().mean().item())
+        accuracies.append(accuracy(logits, train.labels))
         print(f"epoch {epoch + 1}: {accuracies[-1]:.2%}", file=sys.stderr, flush=True)
     summary = {
         "teacher": args.teacher,
