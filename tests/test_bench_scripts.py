@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +150,37 @@ def test_teacher_views_reports_the_teachers_accuracy_on_the_distillation_views_a
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert again["epochs_from_cache"] == 2 and again["epochs_computed"] == 0
     assert again["view_acc_per_epoch"] == first["view_acc_per_epoch"]
+
+
+def test_ui_latency_counts_the_cpu_of_its_process_group_only_and_none_while_stopped():
+    ui_latency = load_script("ui_latency")
+    busy = "while True: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", busy], start_new_session=True)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                               start_new_session=True)  # fmt: skip
+    try:
+        time.sleep(0.5)
+        before = ui_latency.group_cpu_seconds(spinner.pid)
+        asleep = ui_latency.group_cpu_seconds(sleeper.pid)
+        time.sleep(1.0)
+        assert ui_latency.group_cpu_seconds(spinner.pid) - before > 0.2
+        assert ui_latency.group_cpu_seconds(sleeper.pid) - asleep < 0.05
+        os.killpg(spinner.pid, signal.SIGSTOP)
+        time.sleep(0.2)
+        stopped = ui_latency.group_cpu_seconds(spinner.pid)
+        time.sleep(0.5)
+        assert ui_latency.group_cpu_seconds(spinner.pid) == stopped
+    finally:
+        for child in (spinner, sleeper):
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def test_ui_latency_ratio_interval_brackets_the_ratio_of_medians():
+    ui_latency = load_script("ui_latency")
+    paused = [0.40, 0.42, 0.44, 0.46, 0.48] * 6
+    low, high = ui_latency.ratio_interval(paused[::-1], paused)
+    assert low < 1.0 < high
+    low, high = ui_latency.ratio_interval([1.5 * t for t in paused], paused)
+    assert 1.0 < low <= 1.5 <= high
+    assert ui_latency.ratio_interval([1.0] * 5, [2.0] * 5) == (0.5, 0.5)

@@ -215,3 +215,13 @@ def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, mo
     assert len(list_runs(out)) == 4  # the ImageNet teacher's failed run stays, marked failed
     teachers = [r for r in list_runs(out) if r.spec.role == "teacher"]
     assert {r.spec.model_stem for r in teachers} == {"imagenet"}
+
+
+def test_lower_priority_nices_the_process():
+    check = (
+        "import os; from kdcore.cli import lower_priority; before = os.nice(0); "
+        "lower_priority(7); print(os.nice(0) - before == min(7, 19 - before))"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
