@@ -6,6 +6,7 @@ For each seed it trains the student alone (the student recipe: label smoothing 0
 student distilled at each (T, alpha) given, with the same epochs, optimiser and label smoothing
 in the hard term (`--label-smoothing 0.1 0` adds the study's plain CE as more settings). The
 teacher's outputs are computed once per seed; the other settings read them from the cache.
+`--teacher-tta flip` distils from the teacher's outputs averaged over each view and its mirror.
 Runs already in `--out` with the same settings are reused, so an interrupted call resumes.
 It prints one line per run and, last, one JSON object: for each setting the final-epoch test
 accuracies, their mean and sample standard deviation, and the gain over the student alone.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kdcore.augment import TEACHER_TTA_MODES  # noqa: E402
 from kdcore.progress import train_in_terminal  # noqa: E402
 from kdcore.runs import RunSpec, list_runs  # noqa: E402
 
@@ -61,6 +63,12 @@ def parse_args() -> argparse.Namespace:
         help="of the distilled students' hard term, each value a setting (default: the recipe's "
         "0.1, as for the student alone; 0 is the study's loss)",
     )
+    parser.add_argument(
+        "--teacher-tta",
+        choices=TEACHER_TTA_MODES,
+        default="off",
+        help="the distilled students' teacher outputs: on each view, or averaged with its mirror",
+    )
     parser.add_argument("--device", default="auto")
     return parser.parse_args()
 
@@ -75,6 +83,7 @@ def spec_for(args: argparse.Namespace, seed: int, temperature, alpha, smoothing)
         temperature=temperature,
         alpha=alpha,
         label_smoothing=smoothing,
+        teacher_tta=args.teacher_tta,
         label="distill-gain distilled",
         **common,
     )

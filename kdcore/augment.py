@@ -16,6 +16,7 @@ import torch
 PAD = 4
 FLIP_MODES = ("random", "alternate")
 FILLS = ("zero", "reflect")  # what a crop sees beyond the image: black (the study's) or its mirror
+TEACHER_TTA_MODES = ("off", "flip")  # a teacher on a view: as is, or averaged with its mirror
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,13 @@ def describe_views(padding: int, fill: str) -> str:
     """Training crops in words: `describe_views(4, "zero")` is the study's."""
     borders = "black borders" if fill == "zero" else "mirrored borders"
     return f"crops padded by {padding} with {borders}"
+
+
+def check_teacher_tta(tta: str) -> None:
+    if tta not in TEACHER_TTA_MODES:
+        raise ValueError(
+            f"Unknown teacher test-time augmentation {tta!r}; use {' or '.join(TEACHER_TTA_MODES)}."
+        )
 
 
 def check_fill(fill: str) -> None:

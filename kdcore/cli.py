@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdcore.augment import TEACHER_TTA_MODES
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
 from kdcore.engine import OPTIMIZERS, DeviceError, FitResult, pick_device
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     distill.add_argument("--teacher", required=True, help="a teacher run id or a checkpoint path")
     _distillation_flags(distill)
+    distill.add_argument(
+        "--teacher-tta",
+        choices=TEACHER_TTA_MODES,
+        default="off",
+        help="flip: the teacher's outputs on each view averaged with those on its mirror "
+        "(twice the teacher's cost; default off)",
+    )
     _training_flags(distill)
 
     execute = _command(
@@ -351,7 +359,12 @@ def run_student(args: argparse.Namespace) -> int:
 
 def run_distill(args: argparse.Namespace) -> int:
     spec = _spec(
-        args, "distill", teacher=args.teacher, temperature=args.temperature, alpha=args.alpha
+        args,
+        "distill",
+        teacher=args.teacher,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        teacher_tta=args.teacher_tta,
     )
     warning = teacher_data_warning(spec, args.out)
     if warning:

@@ -375,9 +375,20 @@ def _distillation(
         raise RunError(str(error)) from error
     check_teacher(spec, train.classes, root)
     cache_dir = cache_dir_for(
-        checkpoint, source_fingerprint(spec.data), spec.val_split, len(train), spec.seed
+        checkpoint,
+        source_fingerprint(spec.data),
+        spec.val_split,
+        len(train),
+        spec.seed,
+        spec.teacher_tta,
     )
     outputs = TeacherOutputs(
-        teacher, train.images, spec.seed, cache_dir, device=device, classes=len(train.classes)
+        teacher,
+        train.images,
+        spec.seed,
+        cache_dir,
+        device=device,
+        classes=len(train.classes),
+        tta=spec.teacher_tta,
     )
     return Distillation(outputs, spec.temperature, spec.alpha), outputs

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdcore.augment import PAD, describe_views
+from kdcore.augment import PAD, check_teacher_tta, describe_views
 from kdcore.checkpoints import CheckpointError, checkpoint_role, read_checkpoint
 from kdcore.data import (
     DataError,
@@ -81,6 +81,7 @@ class RunSpec:
     label_smoothing: float | None = None
     temperature: float = DEFAULT_TEMPERATURE
     alpha: float = DEFAULT_ALPHA
+    teacher_tta: str = "off"  # distill: "flip" averages the teacher on a view and its mirror
     seed: int = 0
     label: str = ""
 
@@ -146,9 +147,12 @@ def validate(spec: RunSpec, root: Path = DEFAULT_ROOT) -> None:
         raise RunError(f"Training subset must hold at least 1 image (got {spec.train_subset}).")
     if spec.val_split < 0:
         raise RunError(f"The validation split cannot be negative (got {spec.val_split}).")
+    if spec.teacher_tta != "off" and spec.role != "distill":
+        raise RunError("Only a distillation reads a teacher: teacher_tta is for distill runs.")
     try:
         spec.train_config()
         check_distillation_settings(spec.temperature, spec.alpha)
+        check_teacher_tta(spec.teacher_tta)
     except ValueError as error:
         raise RunError(str(error)) from error
     status = source_status(spec.data)

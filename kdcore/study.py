@@ -177,10 +177,9 @@ def _fills(record: RunRecord, key: str, data: str, protocol: Protocol, teachers)
         )
     if key == "student_alone":
         return spec.role == "student"
-    if spec.role != "distill" or (spec.temperature, spec.alpha) != (
-        protocol.temperature,
-        protocol.alpha,
-    ):
+    if spec.role != "distill" or spec.teacher_tta != "off":  # the study's teacher: one view
+        return False
+    if (spec.temperature, spec.alpha) != (protocol.temperature, protocol.alpha):
         return False
     teacher = teachers.get(spec.teacher or "")
     teacher_key = "teacher_scratch" if key == "distill_scratch" else "teacher_imagenet"

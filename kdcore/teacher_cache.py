@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdcore.augment import epoch_views, train_batch
+from kdcore.augment import check_teacher_tta, epoch_views, train_batch
 from kdcore.checkpoints import atomic_torch_save
 from kdcore.engine import autocast_for, prepare_model
 
@@ -36,16 +36,22 @@ def file_digest(path: str | Path, length: int = 12) -> str:
 
 
 def cache_dir_for(
-    teacher_checkpoint: str | Path, data_fingerprint: str, val_split: int, images: int, seed: int
+    teacher_checkpoint: str | Path,
+    data_fingerprint: str,
+    val_split: int,
+    images: int,
+    seed: int,
+    tta: str = "off",
 ) -> Path:
     """Where one teacher's outputs on one schedule of training views live: beside its checkpoint.
 
     The views depend on the training images (the source, the validation split held out of it,
-    their number) and the seed.
+    their number) and the seed; the outputs also on the teacher's test-time augmentation `tta`.
     """
     checkpoint = Path(teacher_checkpoint)
     held_out = f"-val{val_split}" if val_split else ""  # keys of earlier runs stay valid
-    data_key = f"{data_fingerprint}{held_out}-n{images}-seed{seed}"
+    averaged = f"-{tta}" if tta != "off" else ""
+    data_key = f"{data_fingerprint}{held_out}-n{images}-seed{seed}{averaged}"
     folder = f"{checkpoint.stem}-{file_digest(checkpoint)}-{data_key}"
     return checkpoint.parent / CACHE_FOLDER / folder
 
@@ -67,6 +73,9 @@ class TeacherOutputs:
 
     >>> outputs = TeacherOutputs(teacher, train.images, seed=0, cache_dir=None)
     >>> logits = outputs.epoch_logits(0, threading.Event(), lambda done, total: None)  # (N, C)
+
+    `tta="flip"`: each view's logits are the mean of the teacher's on the view and on its mirror
+    (the teacher's flip test-time augmentation, at twice the teacher's cost).
     """
 
     def __init__(
@@ -79,7 +88,10 @@ class TeacherOutputs:
         batch_size: int = 500,
         classes: int
         | None = None,  # the teacher's outputs; a stored entry of another width is redone
+        tta: str = "off",
     ) -> None:
+        check_teacher_tta(tta)
+        self.tta = tta
         self.device = device or torch.device("cpu")
         self.classes = classes
         self.teacher = prepare_model(teacher, self.device).eval()
@@ -173,7 +185,10 @@ class TeacherOutputs:
             indices = torch.arange(start, min(start + self.batch_size, total))
             inputs = train_batch(self.images[indices].to(self.device), views.select(indices))
             with autocast_for(self.device):
-                chunks.append(self.teacher(inputs).float().cpu())
+                logits = self.teacher(inputs).float()
+                if self.tta == "flip":
+                    logits = (logits + self.teacher(inputs.flip(3)).float()) / 2
+            chunks.append(logits.cpu())
             self.forward_batches += 1
             on_progress(int(indices[-1]) + 1, total)
         return torch.cat(chunks)  # (N, C)

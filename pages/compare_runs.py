@@ -50,6 +50,7 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "T": spec.temperature if distilled else None,
         "alpha": spec.alpha if distilled else None,
         "teacher": spec.teacher if distilled else None,
+        "teacher TTA": spec.teacher_tta if distilled else None,
         "teacher cache saved (s)": cache.get("seconds_saved"),
         "seed": spec.seed,
         "run": record.run_id,

@@ -44,6 +44,7 @@ init_state(
         "distill.epochs": 10,
         "distill.subset": 0,
         "distill.seed": 0,
+        "distill.teacher_flip": False,
         "distill.label": "",
         "distill.overlay": None,  # None until the page first picks the baseline
     }
@@ -114,6 +115,15 @@ def student_settings_ui(teacher_id: str | None, startable: bool = True) -> RunSp
         seed = left.number_input(
             "Seed", min_value=0, step=1, key="distill.seed", persist_state="session"
         )
+        teacher_flip = right.toggle(
+            "Teacher averaged with the mirror",
+            key="distill.teacher_flip",
+            persist_state="session",
+            help="The teacher's outputs on each view averaged with those on its mirror image "
+            "(its flip test-time augmentation): a teacher that is right more often, at twice "
+            "its cost when its outputs are first computed.",
+            disabled=teacher_id is None,
+        )
         label = "Start distillation" if teacher_id else "Start the student alone"
         started = st.form_submit_button(label, type="primary", disabled=not startable)
     if not started:
@@ -127,6 +137,7 @@ def student_settings_ui(teacher_id: str | None, startable: bool = True) -> RunSp
         train_subset=int(subset) or None,
         temperature=float(temperature),
         alpha=float(alpha),
+        teacher_tta="flip" if teacher_id and teacher_flip else "off",
         seed=int(seed),
         label=name.strip(),
     )

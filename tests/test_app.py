@@ -323,6 +323,22 @@ def test_a_second_distillation_reads_the_teacher_cache_and_says_so(trained_root,
     assert any("read 1 epoch from the teacher cache" in s.value for s in at.success)
 
 
+def test_the_teacher_averaged_with_the_mirror_is_a_setting_of_the_run(trained_root, tmp_path,
+                                                                      monkeypatch):  # fmt: skip
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)
+    at = open_page("distill_student")
+    at.number_input(key="distill.epochs").set_value(1)
+    at.number_input(key="distill.subset").set_value(256)
+    at.toggle(key="distill.teacher_flip").set_value(True)
+    at.button[0].click().run()
+    poll_until(at, lambda at: "finished" in progress_texts(at))
+    newest = max(list_runs(root), key=lambda record: record.run_id)
+    assert newest.spec.role == "distill" and newest.spec.teacher_tta == "flip"
+    assert newest.run_status.teacher_cache["epochs_computed"] == 1  # not the stored plain outputs
+    assert "teacher + mirror" in run_title(newest)
+
+
 def test_page_choices_survive_a_visit_to_another_page(trained):
     at = open_page("compare_runs")
     at.slider(key="compare.smoothing").set_value(0.6).run()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import kdcore.cli as cli
 from kdcore.cli import build_parser, main
 from kdcore.data import synthetic_split
 from kdcore.runs import list_runs
@@ -83,6 +84,7 @@ def test_training_commands_write_finished_runs(trained_runs):
     assert {teacher["run_id"], student["run_id"], distilled["run_id"]} == set(records)
     assert all(record.status == "finished" for record in records.values())
     assert records[distilled["run_id"]].spec.temperature == 4.0
+    assert records[distilled["run_id"]].spec.teacher_tta == "off"
     assert records[distilled["run_id"]].spec.teacher == teacher["run_id"]
     assert 0.0 <= student["best_test_acc"] <= 1.0
 
@@ -225,3 +227,15 @@ def test_lower_priority_nices_the_process():
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True"]
+
+
+def test_distill_passes_the_teachers_test_time_augmentation_to_the_run(monkeypatch):
+    captured = []
+    monkeypatch.setattr(cli, "_train", lambda spec, args: captured.append(spec) or 0)
+    monkeypatch.setattr(cli, "teacher_data_warning", lambda spec, out: None)
+    assert (
+        main(["distill", "--teacher", "t", "--data-dir", "synthetic", "--teacher-tta", "flip"]) == 0
+    )
+    assert captured[0].teacher_tta == "flip"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["distill", "--teacher", "t", "--teacher-tta", "mirror"])

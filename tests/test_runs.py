@@ -61,6 +61,8 @@ def student(**overrides) -> RunSpec:
         (RunSpec(role="teacher", arch="cifarnet", stem="cifar", **TINY), "Only ResNets"),
         (RunSpec(role="teacher", arch="resnet18", stem="wide", **TINY), "Unknown stem 'wide'"),
         (student(val_split=-1), "cannot be negative"),
+        (student(teacher_tta="flip"), "Only a distillation reads a teacher"),
+        (RunSpec(role="distill", teacher_tta="mirror", **TINY), "Unknown teacher test-time"),
         (RunSpec(role="distill", **TINY), "Distillation needs a teacher"),
         (RunSpec(role="distill", teacher="no-such-run", **TINY), "No run"),
         (RunSpec(role="distill", teacher="/nowhere/t.pt", **TINY), "does not exist"),

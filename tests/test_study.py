@@ -65,6 +65,7 @@ def test_a_distilled_student_counts_only_with_a_teacher_in_the_protocol():
         run("d-scratch", 0.76, role="distill", teacher="t-scratch"),
         run("d-short-teacher", 0.50, role="distill", teacher="t-short"),
         run("d-other-T", 0.51, role="distill", teacher="t-scratch", temperature=8.0),
+        run("d-mirror", 0.77, role="distill", teacher="t-scratch", teacher_tta="flip"),
         run("d-imagenet", 0.81, role="distill", teacher="t-imagenet"),
     ]
     rows = by_setting(study_rows(records, DATA))

@@ -55,6 +55,20 @@ def test_logits_are_keyed_by_image_index_and_equal_an_online_forward(teacher, im
     torch.testing.assert_close(logits[shuffled], online, rtol=1e-5, atol=1e-5)
 
 
+def test_flip_tta_averages_the_teacher_on_each_view_and_on_its_mirror(teacher, images):
+    plain = TeacherOutputs(teacher, images, seed=3, cache_dir=None)
+    flipped = TeacherOutputs(teacher, images, seed=3, cache_dir=None, tta="flip")
+    logits = flipped.epoch_logits(1, threading.Event())
+    views = epoch_views(len(images), seed=3, epoch=1)
+    with torch.inference_mode(), engine.autocast_for(torch.device("cpu")):
+        mirrored = plain.teacher(train_batch(images, views).flip(3)).float()
+    expected = (plain.epoch_logits(1, threading.Event()) + mirrored) / 2
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(logits, plain.epoch_logits(1, threading.Event()))
+    with pytest.raises(ValueError, match="flip"):
+        TeacherOutputs(teacher, images, seed=3, cache_dir=None, tta="mirror")
+
+
 def test_a_second_reader_gets_the_stored_logits_without_a_forward(
     teacher, images, tmp_path, monkeypatch
 ):
@@ -156,6 +170,7 @@ def test_cache_folder_depends_on_teacher_content_and_data_key(tmp_path, make_tea
     for changed in (("other", 0, 100, 0), ("data", 0, 99, 0), ("data", 0, 100, 1)):
         assert cache_dir_for(first, *changed) != cache_dir_for(first, *key)
     assert cache_dir_for(first, *key).name != cache_dir_for(other, *key).name
+    assert cache_dir_for(first, *key, tta="flip").name.endswith("-data-n100-seed0-flip")
 
 
 # --- through runs: the cache serves distillations at other T and alpha --------------------------
@@ -212,6 +227,23 @@ def test_distillation_with_another_seed_does_not_reuse_the_cache(
     assert status.teacher_cache["epochs_computed"] == 1
     assert status.teacher_cache["epochs_from_cache"] == 0
     assert len([p for p in (teacher_file.parent / CACHE_FOLDER).iterdir() if p.is_dir()]) == 2
+
+
+def test_distillation_from_the_flip_averaged_teacher_keeps_its_own_cache_and_learns_from_it(
+    tmp_path, teacher_file, monkeypatch, fast_synthetic
+):
+    root = tmp_path / "runs"
+    distill(root, teacher_file, monkeypatch, epochs=1)
+    status, _ = distill(root, teacher_file, monkeypatch, epochs=1, teacher_tta="flip")
+    assert status.state == "finished"
+    assert status.teacher_cache["epochs_computed"] == 1  # not the plain teacher's outputs
+    folders = [p for p in (teacher_file.parent / CACHE_FOLDER).iterdir() if p.is_dir()]
+    flipped = [p for p in folders if p.name.endswith("-flip")]
+    assert len(folders) == 2 and len(flipped) == 1
+    (plain,) = set(folders) - set(flipped)
+    averaged = torch.load(flipped[0] / "epoch-0000.pt", weights_only=True)["logits"]
+    on_views = torch.load(plain / "epoch-0000.pt", weights_only=True)["logits"]
+    assert averaged.shape == on_views.shape and not torch.allclose(averaged, on_views)
 
 
 def test_distillation_with_a_validation_split_keeps_its_own_cache(

@@ -66,7 +66,8 @@ def run_title(record: RunRecord) -> str:
     elif spec.role == "student":
         what = "student alone"
     else:
-        what = f"distilled T={spec.temperature:g} α={spec.alpha:g}"
+        mirrored = ", teacher + mirror" if spec.teacher_tta == "flip" else ""
+        what = f"distilled T={spec.temperature:g} α={spec.alpha:g}{mirrored}"
     # Only facts that no longer change: a picker's labels are not redrawn while a run trains.
     settled = not record.active
     best = f" · {record.best_test_acc:.1%}" if settled and record.best_test_acc is not None else ""
