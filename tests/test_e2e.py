@@ -228,11 +228,15 @@ def test_a_sweep_fills_its_heatmap_and_a_click_on_a_cell_opens_its_runs(page, se
     page.get_by_text(re.compile(r"runs queued")).wait_for(timeout=30_000)
     page.get_by_text(re.compile(r"^(\d+)/\1 runs finished")).wait_for(timeout=240_000)
     cell = page.get_by_role("combobox", name="Cell (or click one in the heatmap)")
-    assert "T=1, α=0.1" in cell.input_value()
+
+    def chosen_cell() -> str:  # "" while a redraw still shows the old picker beside the new one
+        return cell.input_value() if cell.count() == 1 else ""
+
+    wait_until(page, lambda: "T=1, α=0.1" in chosen_cell(), "the first cell is not chosen")
     heatmap = page.locator(".js-plotly-plot").first
     markers = heatmap.locator(".scatterlayer .point")  # one transparent marker on each cell
     markers.nth(markers.count() - 1).click(force=True)  # the last cell: the highest T and alpha
-    wait_until(page, lambda: "T=8, α=0.9" in cell.input_value(), "the click chose no cell")
+    wait_until(page, lambda: "T=8, α=0.9" in chosen_cell(), "the click chose no cell")
     assert "this cell's runs and the baseline" in chart_titles(page)
     screenshot(page, "7_sweep")
 
