@@ -28,6 +28,7 @@ their medians, the run's CPU use in each kind of block (cores), and the no-run m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -213,7 +214,8 @@ def alternated(browser, url: str, root: Path, args: argparse.Namespace) -> dict[
             if not any(record.active for record in list_runs(root)):
                 raise RuntimeError("the run ended before the bench did: fewer --rounds")
     finally:
-        os.killpg(group, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):  # the run may have ended meanwhile
+            os.killpg(group, signal.SIGCONT)
         page.close()
     return {"times": times, "cores": {kind: c / w for kind, (c, w) in cpu.items()}}
 
