@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument(
         "--nice", type=int, default=0, help="lower this process's CPU priority by N (0-19)"
     )
+    execute.add_argument(
+        "--idle",
+        action="store_true",
+        help="train only on CPU time that no other process of its session wants (Linux's "
+        "idle scheduling class: a process that wakes takes the core at once)",
+    )
 
     resume = _command(
         commands,
@@ -373,8 +379,8 @@ def run_distill(args: argparse.Namespace) -> int:
 
 
 def run_execute(args: argparse.Namespace) -> int:
-    if args.nice:
-        lower_priority(args.nice)
+    if args.nice or args.idle:
+        lower_priority(args.nice, idle_class=args.idle)
     if args.threads:
         import torch
 
@@ -391,12 +397,21 @@ def run_resume(args: argparse.Namespace) -> int:
     return _report(args.run_id, execute_in_terminal(args.run_id, args.out, args.device))
 
 
-def lower_priority(niceness: int) -> None:
+def lower_priority(niceness: int, idle_class: bool = False) -> None:
     """Nice this process; on Linux with autogroups (a session each), its session's group too,
-    since a process's own niceness only weighs against processes of its session."""
+    since a process's own niceness only weighs against processes of its session.
+
+    `idle_class` also moves each of its threads (and so those it starts) to Linux's idle
+    scheduling class, where any other process that wakes takes the core at once. Within one
+    session (or cgroup) such a process gets next to nothing beside a busy one; the queue starts
+    every run in a session of its own, where it keeps its session's share."""
     os.nice(niceness)
     with contextlib.suppress(OSError):
         Path("/proc/self/autogroup").write_text(str(niceness))
+    if idle_class and hasattr(os, "SCHED_IDLE"):
+        for thread in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                os.sched_setscheduler(int(thread), os.SCHED_IDLE, os.sched_param(0))
 
 
 def run_stop(args: argparse.Namespace) -> int:

@@ -159,6 +159,7 @@ class RunQueue:
         command = [
             sys.executable, "-m", "kdcore", "execute", record.run_id,
             "--out", str(self.root), "--threads", str(self.threads), "--nice", str(RUN_NICENESS),
+            "--idle",  # and gives up a core at once when a page's work wakes
         ]  # fmt: skip
         source = str(Path(__file__).resolve().parents[1])  # where `kdcore` imports from
         path = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)

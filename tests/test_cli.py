@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -227,6 +228,24 @@ def test_lower_priority_nices_the_process():
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True"]
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's scheduling classes")
+def test_lower_priority_moves_every_thread_to_the_idle_class():
+    check = (
+        "import os, threading; from kdcore.cli import lower_priority\n"
+        "go = threading.Event(); seen = []\n"
+        "def policy(): go.wait(); seen.append(os.sched_getscheduler(threading.get_native_id()))\n"
+        "before = threading.Thread(target=policy); before.start()\n"
+        "print(os.sched_getscheduler(0) == os.SCHED_IDLE)\n"
+        "lower_priority(0, idle_class=True)\n"
+        "after = threading.Thread(target=policy); after.start(); go.set()\n"
+        "before.join(); after.join()\n"
+        "print(os.sched_getscheduler(0) == os.SCHED_IDLE, seen == [os.SCHED_IDLE] * 2)"
+    )
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "True"]
 
 
 def test_distill_passes_the_teachers_test_time_augmentation_to_the_run(monkeypatch):

@@ -91,6 +91,22 @@ def test_a_queued_run_is_cancelled_and_a_running_one_stops_on_request(tmp_path):
         queue.stop(running)
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux's scheduling classes")
+def test_a_run_trains_in_a_session_of_its_own_and_yields_the_cpu(tmp_path):
+    queue = RunQueue(tmp_path, max_running=1)
+    run_id = queue.submit(long_run())
+    pid = wait_for(lambda: training(queue, run_id), "the run to train", queue=queue).run_status.pid
+    try:
+        threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        assert len(threads) >= 1
+        assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_IDLE}
+        assert os.getpriority(os.PRIO_PROCESS, pid) >= scheduler_module.RUN_NICENESS
+        assert os.getsid(pid) == pid != os.getsid(0)
+    finally:
+        queue.stop(run_id)
+        queue.wait(run_id, timeout=60)
+
+
 def test_sigterm_stops_a_run_cleanly(tmp_path):
     queue = RunQueue(tmp_path, max_running=1)
     run_id = queue.submit(long_run())
