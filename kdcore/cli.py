@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     execute.add_argument(
         "--idle",
         action="store_true",
-        help="train only on CPU time that no other process of its session wants (Linux's "
-        "idle scheduling class: a process that wakes takes the core at once)",
+        help="give up a core at once to any other process that wakes (Linux's idle "
+        "scheduling class; beside a busy process of its own session it gets next to nothing)",
     )
 
     resume = _command(
@@ -409,7 +409,8 @@ def lower_priority(niceness: int, idle_class: bool = False) -> None:
     with contextlib.suppress(OSError):
         Path("/proc/self/autogroup").write_text(str(niceness))
     if idle_class and hasattr(os, "SCHED_IDLE"):
-        for thread in os.listdir("/proc/self/task"):
+        threads = os.listdir("/proc/self/task") if Path("/proc/self/task").is_dir() else ["0"]
+        for thread in threads:  # "0": the calling thread
             with contextlib.suppress(OSError):  # a thread that ended meanwhile
                 os.sched_setscheduler(int(thread), os.SCHED_IDLE, os.sched_param(0))
 
