@@ -16,6 +16,7 @@ import torch
 PAD = 4
 FLIP_MODES = ("random", "alternate")
 FILLS = ("zero", "reflect")  # what a crop sees beyond the image: black (the study's) or its mirror
+STUDY_VIEWS = (PAD, "random", "zero")  # crop padding, flips, fill: the views distillation shows
 TEACHER_TTA_MODES = ("off", "flip")  # a teacher on a view: as is, or averaged with its mirror
 
 

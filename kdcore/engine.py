@@ -23,6 +23,7 @@ from torch import nn
 
 from kdcore.augment import (
     PAD,
+    STUDY_VIEWS,
     check_fill,
     check_flip_mode,
     epoch_order,
@@ -302,7 +303,7 @@ def fit(
     `fit` continues where it stopped and ends with the weights an unbroken fit gives.
     """
     views = (config.crop_padding, config.flips, config.crop_fill)
-    if distillation is not None and views != (PAD, "random", "zero"):
+    if distillation is not None and views != STUDY_VIEWS:
         raise ValueError(
             f"Distillation reads the teacher's outputs for the study's views (crop padding {PAD}, "
             f"random flips, zero fill), not padding {config.crop_padding} with {config.flips} "

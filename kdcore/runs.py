@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdcore.augment import PAD, check_teacher_tta, describe_views
+from kdcore.augment import STUDY_VIEWS, check_teacher_tta, describe_views
 from kdcore.checkpoints import CheckpointError, checkpoint_role, read_checkpoint
 from kdcore.data import (
     DataError,
@@ -229,11 +229,12 @@ def teacher_views_note(teacher: RunRecord) -> str | None:
         config = recorded_train_config(teacher.folder, teacher.spec)
     except (RunError, OSError, ValueError):
         return None
-    if (config.crop_padding, config.crop_fill) == (PAD, "zero"):
+    padding, _, fill = STUDY_VIEWS
+    if (config.crop_padding, config.crop_fill) == (padding, fill):
         return None
     return (
         f"This teacher learnt on {describe_views(config.crop_padding, config.crop_fill)}; "
-        f"distillation shows it the study's views ({describe_views(PAD, 'zero')}), as its "
+        f"distillation shows it the study's views ({describe_views(padding, fill)}), as its "
         "students see them, and it can be right less often there than on the test split. "
         "Compare runs draws, dotted, how often it was right on them."
     )
