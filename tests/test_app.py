@@ -317,7 +317,11 @@ def test_a_second_distillation_reads_the_teacher_cache_and_says_so(trained_root,
     at.number_input(key="distill.subset").set_value(512)
     at.slider(key="distill.temperature").set_value(8.0)
     at.button[0].click().run()
-    poll_until(at, lambda at: "finished" in progress_texts(at))
+
+    def noted(at: AppTest) -> bool:  # the note reads the runs as the script starts, the live
+        return any("from the teacher cache" in s.value for s in at.success)  # panel later
+
+    poll_until(at, lambda at: "finished" in progress_texts(at) and noted(at))
     caption = " ".join(c.value for c in at.caption)
     assert "1 epoch from the cache, 1 computed" in caption
     assert any("read 1 epoch from the teacher cache" in s.value for s in at.success)
