@@ -40,8 +40,9 @@ from kdcore.losses import (
     check_distillation_settings,
     distillation_terms,
 )
+from kdcore.muon import MuonSGD
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "muon")  # muon: Muon for conv filters, SGD for the rest
 MAX_LR = 10.0  # far above any schedule's peak that trains; larger values are typos
 SCHEDULES = ("onecycle", "constant")
 TTA_MODES = ("off", "flip", "flip+translate")  # test-time augmentation (see tta_logits)
@@ -58,6 +59,8 @@ class TrainConfig:
     lr: float = 6e-3
     weight_decay: float = 5e-4
     momentum: float = 0.9
+    muon_lr: float = 0.015  # optimizer "muon": the conv filters' peak lr (kdcore.muon)
+    muon_momentum: float = 0.95  # and their momentum, which the one-cycle schedule leaves alone
     schedule: str = "onecycle"
     warmup_fraction: float = 0.25
     label_smoothing: float = 0.0
@@ -90,6 +93,12 @@ class TrainConfig:
             raise ValueError(f"Weight decay must lie in [0, 1] (got {self.weight_decay}).")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"Momentum must lie in [0, 1) (got {self.momentum}).")
+        if not 0 < self.muon_lr <= MAX_LR:
+            raise ValueError(
+                f"Muon's learning rate must lie in (0, {MAX_LR:g}] (got {self.muon_lr})."
+            )
+        if not 0 <= self.muon_momentum < 1:
+            raise ValueError(f"Muon's momentum must lie in [0, 1) (got {self.muon_momentum}).")
         if not 0 <= self.crop_padding <= 16:
             raise ValueError(f"Crop padding must lie in [0, 16] (got {self.crop_padding}).")
         check_flip_mode(self.flips)
@@ -432,7 +441,8 @@ def _val_logs(
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW over the trainable parameters, in one group per learning-rate scale.
+    """SGD (Nesterov), AdamW or Muon with SGD (`kdcore.muon`) over the trainable parameters, in
+    one group per learning-rate scale.
 
     A model may have parameters learn faster than the rest (`model.lr_scale(name)`, e.g.
     CifarNet's BatchNorm shifts); their weight decay is divided by the same scale, so that every
@@ -449,7 +459,34 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(param_groups, momentum=config.momentum, nesterov=True)
+    if config.optimizer == "muon":
+        return _muon_for_filters(param_groups, config)
     return torch.optim.AdamW(param_groups)
+
+
+def _muon_for_filters(param_groups: list[dict], config: TrainConfig) -> MuonSGD:
+    """Every trainable conv filter (4-D) in a Muon group at `muon_lr` times its lr scale, without
+    weight decay; the rest as SGD would take it. The SGD groups come first, so the logged lr
+    stays `config.lr`'s. Newton-Schulz runs in bf16 where autocast does."""
+    sgd_groups, muon_groups = [], []
+    for group in param_groups:
+        filters = [p for p in group["params"] if p.ndim == 4]
+        others = [p for p in group["params"] if p.ndim != 4]
+        scale = group["lr"] / config.lr
+        if others:
+            sgd_groups.append({**group, "params": others})
+        if filters:
+            muon_groups.append({
+                "params": filters, "lr": config.muon_lr * scale, "weight_decay": 0.0,
+                "orthogonal": True, "muon_momentum": config.muon_momentum,
+            })  # fmt: skip
+    on_cuda = any(p.is_cuda for group in muon_groups for p in group["params"])
+    native_bf16 = on_cuda or cpu_has_native_bf16()
+    return MuonSGD(
+        sgd_groups + muon_groups,
+        momentum=config.momentum,
+        matmul_dtype=torch.bfloat16 if native_bf16 else torch.float32,
+    )
 
 
 def build_scheduler(

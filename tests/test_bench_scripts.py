@@ -184,3 +184,24 @@ def test_ui_latency_ratio_interval_brackets_the_ratio_of_medians():
     low, high = ui_latency.ratio_interval([1.5 * t for t in paused], paused)
     assert 1.0 < low <= 1.5 <= high
     assert ui_latency.ratio_interval([1.0] * 5, [2.0] * 5) == (0.5, 0.5)
+
+
+def test_cifarnet_recipes_measures_a_recipes_speed_against_the_default(capsys, monkeypatch):
+    recipes = load_script("cifarnet_recipes")
+    argv = ["cifarnet_recipes.py", "--data-dir", "synthetic", "--recipe", "sgd", "--throughput",
+            "2"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    optimisers = []
+    real_build = recipes.engine.build_optimizer
+    monkeypatch.setattr(
+        recipes.engine,
+        "build_optimizer",
+        lambda *a: optimisers.append(type(o := real_build(*a)).__name__) or o,
+    )
+    assert recipes.main() == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["images_per_s"]) == {"default", "sgd"}
+    assert all(value > 0 for value in summary["images_per_s"].values())
+    ratio = summary["images_per_s"]["sgd"] / summary["images_per_s"]["default"]
+    assert summary["ratio"] == pytest.approx(ratio, abs=1e-3)
+    assert optimisers == ["MuonSGD", "MuonSGD", "SGD", "SGD"] * 2  # warm-up and timed, twice

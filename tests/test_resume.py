@@ -47,8 +47,10 @@ def rows(root, run_id: str) -> list[dict[str, float]]:
     return [{k: row[k] for k in SAME_IN_EVERY_RUN} for row in read_metrics(root / run_id)]
 
 
-@pytest.fixture(params=["student", "distill"])
+@pytest.fixture(params=["student", "distill", "student with muon"])
 def spec(request, teacher_file) -> RunSpec:
+    if request.param == "student with muon":  # Muon's momentum buffers resume too
+        return RunSpec(role="student", optimizer="muon", **TINY)
     if request.param == "distill":
         return RunSpec(role="distill", teacher=str(teacher_file), temperature=4, alpha=0.9, **TINY)
     return RunSpec(role="student", **TINY)

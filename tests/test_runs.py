@@ -93,7 +93,9 @@ def test_teacher_recipes_follow_arch_stem_and_init():
         return RunSpec(role="teacher", **fields).train_config()
 
     cifarnet = teacher(arch="cifarnet")
-    assert (cifarnet.optimizer, cifarnet.lr, cifarnet.label_smoothing) == ("sgd", 0.08, 0.0)
+    assert (cifarnet.optimizer, cifarnet.lr, cifarnet.label_smoothing) == ("muon", 0.08, 0.0)
+    assert (cifarnet.muon_lr, cifarnet.muon_momentum) == (0.015, 0.95)
+    assert teacher(arch="cifarnet", optimizer="sgd").optimizer == "sgd"  # the recipe before Muon
     assert (cifarnet.weight_decay, cifarnet.crop_padding, cifarnet.flips) == (3e-3, 2, "alternate")
     assert (cifarnet.crop_fill, cifarnet.lookahead) == ("reflect", True)
     assert cifarnet.tta == "flip+translate"
