@@ -194,11 +194,14 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     4,138 against 2,628 img/s) at the same accuracy; on CPUs without it, bf16 is emulated and many
     times slower. `KDCORE_CPU_BF16=0` turns it off.
     """
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if runs_bf16(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def runs_bf16(device: torch.device) -> bool:
+    """Whether training on `device` computes in bf16 (see autocast_for)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
 
 
 @functools.cache
@@ -480,12 +483,11 @@ def _muon_for_filters(param_groups: list[dict], config: TrainConfig) -> MuonSGD:
                 "params": filters, "lr": config.muon_lr * scale, "weight_decay": 0.0,
                 "orthogonal": True, "muon_momentum": config.muon_momentum,
             })  # fmt: skip
-    on_cuda = any(p.is_cuda for group in muon_groups for p in group["params"])
-    native_bf16 = on_cuda or cpu_has_native_bf16()
+    device = param_groups[0]["params"][0].device if param_groups else torch.device("cpu")
     return MuonSGD(
         sgd_groups + muon_groups,
         momentum=config.momentum,
-        matmul_dtype=torch.bfloat16 if native_bf16 else torch.float32,
+        matmul_dtype=torch.bfloat16 if runs_bf16(device) else torch.float32,
     )
 
 

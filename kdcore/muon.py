@@ -5,8 +5,7 @@ A parameter group with `orthogonal=True` takes Muon steps: its Nesterov momentum
 replaced by the nearest semi-orthogonal matrix, found by a few Newton-Schulz iterations; the
 filter is first rescaled to a norm of sqrt(out), so a step of `lr` turns it by about `lr`
 whatever its size. Such groups have no weight decay: the rescaling holds their norm instead.
-Every other group takes the same steps as `torch.optim.SGD(nesterov=True)`, coupled weight decay
-included.
+Every other group takes torch's own SGD steps (Nesterov, coupled weight decay).
 
     optimizer = MuonSGD([
         {"params": filters, "lr": 0.015, "orthogonal": True, "muon_momentum": 0.95},
@@ -17,6 +16,7 @@ included.
 from __future__ import annotations
 
 import torch
+from torch.optim.sgd import sgd
 
 NEWTON_SCHULZ_STEPS = 5
 # the quintic iteration's coefficients (Jordan et al., 2024): they push every singular value of a
@@ -71,23 +71,27 @@ class MuonSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            orthogonal = group["orthogonal"]
-            momentum = group["muon_momentum"] if orthogonal else group["momentum"]
-            for parameter in group["params"]:
-                if parameter.grad is None:
-                    continue
-                grad = parameter.grad
-                if not orthogonal and group["weight_decay"]:
-                    grad = grad.add(parameter, alpha=group["weight_decay"])
-                state = self.state[parameter]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = grad.detach().clone()
-                else:
-                    state["momentum_buffer"].mul_(momentum).add_(grad)
-                update = grad.add(state["momentum_buffer"], alpha=momentum)
-                if orthogonal:
-                    parameter.mul_(len(parameter) ** 0.5 / (parameter.norm() + 1e-12))
-                    matrix = update.reshape(len(update), -1)
-                    update = orthogonalise(matrix, dtype=self.matmul_dtype).view_as(parameter)
-                parameter.add_(update, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["orthogonal"]:
+                for parameter in params:
+                    self._muon_step(parameter, group)
+                continue
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            sgd(params, [p.grad for p in params], buffers, weight_decay=group["weight_decay"],
+                momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=True,
+                maximize=False)  # fmt: skip
+            for parameter, buffer in zip(params, buffers, strict=True):
+                self.state[parameter]["momentum_buffer"] = buffer
         return loss
+
+    def _muon_step(self, parameter: torch.Tensor, group: dict) -> None:
+        grad, momentum, state = parameter.grad, group["muon_momentum"], self.state[parameter]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = grad.detach().clone()
+        else:
+            state["momentum_buffer"].mul_(momentum).add_(grad)
+        update = grad.add(state["momentum_buffer"], alpha=momentum)  # Nesterov
+        parameter.mul_(len(parameter) ** 0.5 / (parameter.norm() + 1e-12))
+        matrix = update.reshape(len(update), -1)
+        parameter.add_(orthogonalise(matrix, dtype=self.matmul_dtype).view_as(parameter),
+                       alpha=-group["lr"])  # fmt: skip
