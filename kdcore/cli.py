@@ -303,8 +303,17 @@ def _training_flags(parser: argparse.ArgumentParser, seed: bool = True) -> None:
         "run); best.pt is then chosen on it, and each epoch reports val_acc",
     )
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, help="peak learning rate (role default if omitted)")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="adamw, sgd or muon (role default)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (role default if omitted); with muon, of the parameters SGD "
+        "steps, the conv filters keeping the recipe's Muon lr",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        help="adamw, sgd or muon: the conv filters by Muon, the rest by SGD (role default)",
+    )
     parser.add_argument("--weight-decay", type=float, help="weight decay (role default)")
     parser.add_argument("--label-smoothing", type=float, help="for cross-entropy (role default)")
     parser.add_argument("--label", default="", help="a name for the run")

@@ -7,6 +7,7 @@ import ui.startup  # first: see its docstring
 # isort: split
 import streamlit as st
 
+from kdcore.engine import OPTIMIZERS
 from kdcore.models import (
     STEMS,
     TEACHER_ARCHS,
@@ -31,6 +32,7 @@ from ui.text import plain
 ui.startup.through_app()
 
 INIT_LABELS = {"scratch": "from scratch", "imagenet": "ImageNet weights", "file": "a weights file"}
+OPTIMIZER_LABELS = {None: "the recipe's", "muon": "muon (conv filters) + sgd"}
 STEM_LABELS = {
     "cifar": "cifar: 3x3 stride 1, no max-pool (suits 32 px)",
     "imagenet": "imagenet: torchvision's 7x7 stride 2 + max-pool",
@@ -45,6 +47,7 @@ init_state(
         "teacher.epochs": 10,
         "teacher.subset": 0,
         "teacher.batch_size": 128,
+        "teacher.optimizer": None,  # None: the recipe's for the arch, stem and init
         "teacher.lr": None,  # None: the recipe's for the arch, stem and init
         "teacher.seed": 0,
         "teacher.label": "",
@@ -108,8 +111,17 @@ def teacher_settings_ui() -> RunSpec | None:
         batch_size = right.number_input(
             "Batch size", min_value=1, step=32, key="teacher.batch_size", persist_state="session"
         )
-        lr = left.number_input(
-            "Peak learning rate (SGD, one-cycle)",
+        optimizer = left.selectbox(
+            "Optimiser",
+            [None, *OPTIMIZERS],
+            key="teacher.optimizer",
+            persist_state="session",
+            format_func=lambda name: OPTIMIZER_LABELS.get(name, name),
+            help="The recipe's: Muon for CifarNet's conv filters and SGD for the rest; SGD for "
+            "the ResNets. muon: the conv filters by Muon, every other parameter by SGD.",
+        )
+        lr = middle.number_input(
+            "Peak learning rate (one-cycle)",
             min_value=0.0,
             step=0.01,
             format="%.4f",
@@ -117,9 +129,10 @@ def teacher_settings_ui() -> RunSpec | None:
             persist_state="session",
             placeholder="the recipe's",
             help="Empty: the recipe for the architecture, stem and initialisation "
-            "(README, 'Teacher recipes').",
+            "(README, 'Teacher recipes'). With Muon, the lr of the parameters SGD steps; the "
+            "filters keep the recipe's Muon lr.",
         )
-        seed = middle.number_input(
+        seed = right.number_input(
             "Seed", min_value=0, step=1, key="teacher.seed", persist_state="session"
         )
         started = st.form_submit_button("Start training", type="primary")
@@ -135,6 +148,7 @@ def teacher_settings_ui() -> RunSpec | None:
         epochs=int(epochs),
         train_subset=int(subset) or None,
         batch_size=int(batch_size),
+        optimizer=optimizer,
         lr=None if lr is None else float(lr),
         seed=int(seed),
         label=name.strip(),

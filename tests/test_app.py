@@ -518,6 +518,20 @@ def test_runs_are_named_in_the_start_forms_and_shown_by_that_name(empty_root):
     assert sorted(home.dataframe[0].value["label"]) == ["my first student", "my first teacher"]
 
 
+def test_the_teacher_form_takes_the_recipes_optimiser_or_the_one_chosen(empty_root):
+    at = open_page("train_teacher")
+    assert at.selectbox(key="teacher.optimizer").value is None  # the recipe's
+    at.selectbox(key="teacher.optimizer").set_value("sgd")
+    at.number_input(key="teacher.epochs").set_value(1)
+    at.number_input(key="teacher.subset").set_value(256)
+    at.button[0].click().run()
+    (record,) = get_queue().runs()
+    assert record.spec.optimizer == "sgd"
+    assert record.spec.train_config().optimizer == "sgd"
+    recipe = RunSpec(role="teacher", arch="cifarnet").train_config().optimizer
+    assert recipe == "muon"
+
+
 def test_the_forms_explain_alpha_t_epochs_and_the_subset():
     at = open_page("distill_student")
     widgets = [at.slider(key="distill.temperature"), at.slider(key="distill.alpha"),
