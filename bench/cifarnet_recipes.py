@@ -43,6 +43,7 @@ RECIPES: dict[str, dict] = {
     "default": {},
     "sgd": SGD,
     "muon, lr 0.03": {"muon_lr": 0.03},
+    "muon, lr 0.0075": {"muon_lr": 0.0075},
     "zero fill": ZERO_FILL,
     # the recipe before lookahead and alternating flips
     "previous": {**ZERO_FILL, "lookahead": False, "flips": "random"},
