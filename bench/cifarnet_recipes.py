@@ -13,7 +13,7 @@ but recipes are chosen on the validation figures.
     python bench/cifarnet_recipes.py --data-dir DATA --recipe sgd --throughput 40
 
 measures instead how fast the recipe trains against the default, in the same process: training
-images/s of each over 40 batches (after a warm-up), twice in turn, the better of each, and the
+images/s of each over about 40 batches (after a warm-up), twice in turn, the better of each, and the
 ratio.
 """
 
@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from kdcore import engine  # noqa: E402
+from kdcore.bench import engine_images_per_s  # noqa: E402
 from kdcore.data import load_split  # noqa: E402
 from kdcore.engine import Callback, fit, pick_device  # noqa: E402
 from kdcore.models import CifarNet  # noqa: E402
@@ -109,17 +110,14 @@ def print_throughput(args: argparse.Namespace) -> int:
     default = dataclasses.replace(spec.train_config(), tta="off")
     changes = {k: v for k, v in RECIPES[args.recipe].items() if k != "shift_decay"}
     configs = {"default": default, args.recipe: dataclasses.replace(default, **changes)}
-    train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test").subset(10)
-    warm_up = train.subset(3 * default.batch_size)
-    timed = train.subset(args.throughput * default.batch_size, seed=1)
+    train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
     device = pick_device(args.device)
     best = dict.fromkeys(configs, 0.0)
     for _ in range(2):
         for name, config in configs.items():
             torch.manual_seed(args.seed)
             model = CifarNet(len(train.classes))
-            fit(model, warm_up, test, config, device=device)
-            images_per_s = fit(model, timed, test, config, device=device).history[0]["images_per_s"]
+            images_per_s = engine_images_per_s(model, train, test, config, args.throughput, device)
             best[name] = max(best[name], images_per_s)
     summary = {
         "images_per_s": {name: round(value, 1) for name, value in best.items()},

@@ -116,18 +116,26 @@ def ours_images_per_s(
     batch_size: int,
     device: torch.device,
 ) -> float:
-    """Training images/s of the engine (the epoch's own measurement, evaluation excluded)."""
-    subset = train.subset((batches + WARMUP_BATCHES) * batch_size)
+    """Training images/s of the engine on the study's model for `arch`, with the role's recipe."""
     torch.manual_seed(0)
     model = study_model(arch, len(train.classes))
-    fit(
-        model,
-        subset.subset(WARMUP_BATCHES * batch_size),
-        test.subset(10),
-        _config(role, batch_size),
-        device=device,
-    )
-    result = fit(model, subset, test.subset(10), _config(role, batch_size), device=device)
+    return engine_images_per_s(model, train, test, _config(role, batch_size), batches, device)
+
+
+def engine_images_per_s(
+    model: torch.nn.Module,
+    train: ImageSet,
+    test: ImageSet,
+    config: TrainConfig,
+    batches: int,
+    device: torch.device,
+) -> float:
+    """Training images/s of `fit` on about `batches` batches of `train` (the epoch's own
+    measurement, evaluation excluded), after a warm-up epoch of a few of them."""
+    subset = train.subset((batches + WARMUP_BATCHES) * config.batch_size)
+    warm_up = subset.subset(WARMUP_BATCHES * config.batch_size)
+    fit(model, warm_up, test.subset(10), config, device=device)
+    result = fit(model, subset, test.subset(10), config, device=device)
     return round(result.history[0]["images_per_s"], 1)
 
 
