@@ -1,4 +1,5 @@
-"""Replacing a small text file atomically: readers see the old file or the new one, never half.
+"""Files: a small text file replaced atomically (readers see the old file or the new one, never
+half), and a file's digest.
 
 Each writer gets its own temporary file beside the target (several threads of one process may
 write the same file: the dashboard's script threads, its queue's poller), then renames it over.
@@ -7,6 +8,7 @@ write the same file: the dashboard's script threads, its queue's poller), then r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -24,3 +26,12 @@ def atomic_write_text(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def file_digest(path: str | Path, length: int = 12) -> str:
+    """The first `length` hex digits of the SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,17 +21,10 @@ from torch import nn
 from kdcore.augment import check_teacher_tta, epoch_views, train_batch
 from kdcore.checkpoints import atomic_torch_save
 from kdcore.engine import autocast_for, prepare_model
+from kdcore.files import file_digest
 
 CACHE_FOLDER = "teacher_cache"
 LOCK_POLL_SECONDS = 0.2  # how often a run waiting for another's teacher outputs looks again
-
-
-def file_digest(path: str | Path, length: int = 12) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 def cache_dir_for(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 from urllib.error import URLError
@@ -162,6 +164,40 @@ def test_second_load_reads_the_disk_cache(image_folder, tmp_path, monkeypatch):
     second = load_split(str(image_folder), "train", cache_dir=cache)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert second.classes == first.classes
+
+
+def test_a_copied_archive_keeps_its_caches_and_an_edited_one_does_not(
+    image_folder, tmp_path, monkeypatch
+):
+    archive = make_archive(image_folder)
+    cache = tmp_path / "split-cache"
+    first = load_split(str(archive), "train", cache_dir=cache)
+    copy = tmp_path / "elsewhere" / "copy.tar.gz"
+    copy.parent.mkdir()
+    shutil.copyfile(archive, copy)  # a new path and a new modification time, the same bytes
+    os.utime(copy, ns=(archive.stat().st_mtime_ns + 10**9,) * 2)
+    assert data.source_fingerprint(str(copy)) == data.source_fingerprint(str(archive))
+    with monkeypatch.context() as patch:
+        forbid_decoding(patch)
+        second = load_split(str(copy), "train", cache_dir=cache)
+    assert torch.equal(first.images, second.images)
+
+    with tarfile.open(copy, "w:gz") as tar:  # the same images, one fewer
+        tar.add(image_folder / "test", arcname=f"{image_folder.name}/test")
+        for path in sorted(p for p in (image_folder / "train").rglob("*") if p.is_file())[1:]:
+            tar.add(path, arcname=f"{image_folder.name}/{path.relative_to(image_folder)}")
+    assert data.source_fingerprint(str(copy)) != data.source_fingerprint(str(archive))
+
+
+def test_an_archive_over_the_digest_limit_is_known_by_its_path_size_and_time(
+    image_folder, monkeypatch
+):
+    archive = make_archive(image_folder)
+    monkeypatch.setattr(data, "ARCHIVE_DIGEST_MAX_BYTES", archive.stat().st_size - 1)
+    monkeypatch.setattr(data, "file_digest", lambda *a: pytest.fail("a large archive was hashed"))
+    before = data.source_fingerprint(str(archive))
+    os.utime(archive, ns=(archive.stat().st_mtime_ns + 10**9,) * 2)
+    assert data.source_fingerprint(str(archive)) != before
 
 
 def test_default_cache_lives_in_kdcore_cache(image_folder, private_cache):
