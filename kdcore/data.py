@@ -48,7 +48,7 @@ SYNTHETIC_SIZES = {"train": 4000, "test": 1000}
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
 IMAGE_SIZE = 32
 CACHE_VERSION = 1
-# archives up to this size are fingerprinted by their bytes (1 GiB: about 2 s), larger ones by
+# archives up to this size are fingerprinted by their bytes (1 GiB: about 3 s), larger ones by
 # their path, size and modification time
 ARCHIVE_DIGEST_MAX_BYTES = 1 << 30
 VAL_SPLIT_SEED = 20_000_000  # fixed: one validation split per data set, whatever the run
