@@ -182,10 +182,8 @@ def test_a_copied_archive_keeps_its_caches_and_an_edited_one_does_not(
         second = load_split(str(copy), "train", cache_dir=cache)
     assert torch.equal(first.images, second.images)
 
-    with tarfile.open(copy, "w:gz") as tar:  # the same images, one fewer
-        tar.add(image_folder / "test", arcname=f"{image_folder.name}/test")
-        for path in sorted(p for p in (image_folder / "train").rglob("*") if p.is_file())[1:]:
-            tar.add(path, arcname=f"{image_folder.name}/{path.relative_to(image_folder)}")
+    next(p for p in sorted((image_folder / "train").rglob("*")) if p.is_file()).unlink()
+    shutil.move(make_archive(image_folder, "edited.tar.gz"), copy)  # at the copy's path, one fewer
     assert data.source_fingerprint(str(copy)) != data.source_fingerprint(str(archive))
 
 
