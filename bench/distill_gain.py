@@ -7,6 +7,7 @@ student distilled at each (T, alpha) given, with the same epochs, optimiser and 
 in the hard term (`--label-smoothing 0.1 0` adds the study's plain CE as more settings). The
 teacher's outputs are computed once per seed; the other settings read them from the cache.
 `--teacher-tta flip` distils from the teacher's outputs averaged over each view and its mirror.
+`--lr` gives every student, alone and distilled alike, another peak lr than the recipe's.
 Runs already in `--out` with the same settings are reused, so an interrupted call resumes.
 It prints one line per run and, last, one JSON object: for each setting the final-epoch test
 accuracies, their mean and sample standard deviation, and the gain over the student alone.
@@ -53,6 +54,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("checkpoints"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--lr", type=float, help="every student's peak lr, alone and distilled (the recipe's)"
+    )
     parser.add_argument("-T", type=float, nargs="+", default=[2.0, 4.0])
     parser.add_argument("--alpha", type=float, nargs="+", default=[0.5, 0.9])
     parser.add_argument(
@@ -74,7 +78,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def spec_for(args: argparse.Namespace, seed: int, temperature, alpha, smoothing) -> RunSpec:
-    common = {"data": args.data_dir, "epochs": args.epochs, "seed": seed}
+    common = {"data": args.data_dir, "epochs": args.epochs, "seed": seed, "lr": args.lr}
     if temperature is None:
         return RunSpec(role="student", label="distill-gain student alone", **common)
     return RunSpec(

@@ -26,9 +26,11 @@ step() {  # step NAME SECONDS COMMAND...
 
 nvidia-smi --query-gpu=name,memory.total --format=csv >"$OUT/gpu.txt" 2>&1
 python -c "import torch; print(torch.__version__, torch.cuda.is_available())" >>"$OUT/gpu.txt"
-step data 60 python -m kdcore data --data-dir "$DATA"
+step data 45 python -m kdcore data --data-dir "$DATA"
 step bench 120 python -m kdcore bench --data-dir "$DATA" --device cuda
 step student 60 python -m kdcore student --data-dir "$DATA" --device cuda --out "$RUNS"
+step student_compiled 90 env KDCORE_COMPILE=reduce-overhead python -m kdcore student \
+    --data-dir "$DATA" --device cuda --out "$RUNS"
 step teacher_cifarnet 90 python -m kdcore teacher --arch cifarnet --data-dir "$DATA" \
     --device cuda --out "$RUNS"
 step teacher_resnet101_imagenet_stem 180 python -m kdcore teacher --arch resnet101 \

@@ -13,7 +13,7 @@ from pathlib import Path
 from kdcore.augment import TEACHER_TTA_MODES
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import DataError, load_split, source_status
-from kdcore.engine import OPTIMIZERS, DeviceError, FitResult, pick_device
+from kdcore.engine import OPTIMIZERS, DeviceError, FitResult, compile_mode, pick_device
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from kdcore.models import STEMS, TEACHER_ARCHS, TEACHER_INITS, ModelError, suggested_teacher_arch
 from kdcore.progress import execute_in_terminal, train_in_terminal
@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if hasattr(args, "device"):  # the command computes: $KDCORE_COMPILE must be known
+            compile_mode()
         return args.handler(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

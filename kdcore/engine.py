@@ -47,6 +47,7 @@ MAX_LR = 10.0  # far above any schedule's peak that trains; larger values are ty
 SCHEDULES = ("onecycle", "constant")
 TTA_MODES = ("off", "flip", "flip+translate")  # test-time augmentation (see tta_logits)
 GPU_SYNC_EVERY = 20  # batches whose numbers a GPU keeps before one copy to the host
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")  # $KDCORE_COMPILE
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,41 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def compile_mode() -> str:
+    """How `fit` compiles the model for its training steps: `$KDCORE_COMPILE`, "off" if unset.
+
+    Any other mode is torch.compile's: "reduce-overhead" and "max-autotune" replay each step's
+    kernels as CUDA graphs on a GPU, where a small model's steps wait on kernel launches. On the
+    CPU compiling made the SmallCNN slower (see the README), so it stays off unless asked for.
+    """
+    mode = os.environ.get("KDCORE_COMPILE") or "off"
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"Unknown KDCORE_COMPILE {mode!r}; use {', '.join(COMPILE_MODES)}.")
+    return mode
+
+
+def training_forward(
+    model: nn.Module, device: torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model itself, or its compiled form (see compile_mode) for the training steps.
+
+    Evaluation keeps the plain model: its few large batches gain little, and CUDA graphs would
+    overwrite one batch's logits with the next's. The model's weights and names stay its own.
+    """
+    mode = compile_mode()
+    if mode == "off":
+        return model
+    compiled = torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)
+    if device.type != "cuda" or mode == "default":
+        return compiled
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are done with
+        return compiled(inputs)
+
+    return forward
+
+
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     """Move to `device` in channels_last (faster for these convs on both the CPU and CUDA)."""
     if device.type == "cuda":
@@ -326,6 +362,7 @@ def fit(
     if resume is None and hasattr(model, "initialise_from"):
         model.initialise_from(_initialisation_images(train))
     model = prepare_model(model, device)
+    forward = training_forward(model, device)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
@@ -366,7 +403,7 @@ def fit(
                 break
             teacher_logits = teacher_logits.to(device)
         step_context = _StepContext(
-            model, optimizer, scheduler, config, distillation, device, emit, lookahead
+            model, forward, optimizer, scheduler, config, distillation, device, emit, lookahead
         )
         train_logs = step_context.run_epoch(images, labels, epoch, teacher_logits, stop_event)
         if train_logs is None:
@@ -526,6 +563,7 @@ class _Emitter:
 @dataclass
 class _StepContext:
     model: nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # the model, or its compiled form
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     config: TrainConfig
@@ -586,7 +624,7 @@ class _StepContext:
         self, inputs: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         with autocast_for(self.device):
-            logits = self.model(inputs).float()
+            logits = self.forward(inputs).float()
         if teacher_logits is None:
             loss = F.cross_entropy(logits, targets, label_smoothing=self.config.label_smoothing)
             terms = {"loss": loss}

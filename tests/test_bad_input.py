@@ -213,6 +213,14 @@ def test_a_device_that_does_not_exist_is_refused_before_a_run_is_made(
     assert not list(tmp_path.iterdir())
 
 
+def test_an_unknown_compile_mode_is_refused_before_a_run_is_made(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("KDCORE_COMPILE", "turbo")
+    code = main(["student", "--data-dir", "synthetic", "--out", str(tmp_path)])
+    assert code == 2
+    assert "Unknown KDCORE_COMPILE 'turbo'; use off, default" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_refused_clearly(tmp_path, capsys):
     with pytest.raises(SystemExit):

@@ -84,6 +84,13 @@ def test_distill_gain_reports_means_and_gains_and_reuses_its_runs(
     assert json.loads(capsys.readouterr().out) == summary
     assert sorted(path.name for path in out.iterdir() if path.is_dir()) == runs
 
+    monkeypatch.setattr(sys, "argv", [*argv, "--lr", "0.02"])  # another lr: new runs, all at it
+    assert distill_gain.main() == 0
+    capsys.readouterr()
+    new_runs = [path for path in out.iterdir() if path.is_dir() and path.name not in runs]
+    assert len(new_runs) == 2 * 2
+    assert {load_run(path.name, out).spec.lr for path in new_runs} == {0.02}
+
 
 def test_cifarnet_recipes_trains_a_variant_and_reports_val_and_tta(tmp_path, capsys, monkeypatch):
     recipes = load_script("cifarnet_recipes")
@@ -205,3 +212,26 @@ def test_cifarnet_recipes_measures_a_recipes_speed_against_the_default(capsys, m
     ratio = summary["images_per_s"]["sgd"] / summary["images_per_s"]["default"]
     assert summary["ratio"] == pytest.approx(ratio, abs=1e-3)
     assert optimisers == ["MuonSGD", "MuonSGD", "SGD", "SGD"] * 2  # warm-up and timed, twice
+
+
+def test_compile_speed_times_the_compiled_engine_against_the_plain_one(capsys, monkeypatch):
+    from kdcore import engine
+
+    compile_speed = load_script("compile_speed")
+    monkeypatch.setenv("KDCORE_COMPILE", "off")  # restored after the script sets its own
+    compiled = []
+    real_forward = engine.training_forward
+    monkeypatch.setattr(
+        engine,
+        "training_forward",
+        lambda model, device: compiled.append((f := real_forward(model, device)) is not model) or f,
+    )
+    argv = ["--data-dir", "synthetic", "--mode", "default", "--batches", "2"]
+    assert compile_speed.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["images_per_s"]) == {"off", "default"}
+    assert all(value > 0 for value in summary["images_per_s"].values())
+    ratio = summary["images_per_s"]["default"] / summary["images_per_s"]["off"]
+    assert summary["ratio"] == pytest.approx(ratio, abs=1e-3)
+    assert compiled == [False, False, True, True] * 2  # warm-up and timed, twice
+    assert "KDCORE_COMPILE" not in os.environ  # later runs of the process train uncompiled

@@ -601,3 +601,35 @@ def test_a_state_saved_without_lookahead_resumes_with_it(tiny):
     with_lookahead = dataclasses.replace(plain, lookahead=True)
     result = fit(resumed, train, test, with_lookahead, resume=keep.state, device=CPU)
     assert result.status == "finished" and len(result.history) == 2
+
+
+def test_a_compiled_fit_trains_as_the_plain_one_and_keeps_the_models_names(tiny, monkeypatch):
+    from kdcore.engine import training_forward
+
+    train, test = tiny  # 96 images: three batches of 32, so one compiled shape
+    config = TrainConfig(epochs=2, batch_size=32, seed=3)
+    plain_model, compiled_model = fresh_model(), fresh_model()
+    plain = fit(plain_model, train, test, config, device=CPU)
+    monkeypatch.setenv("KDCORE_COMPILE", "default")
+    assert training_forward(compiled_model, CPU)._orig_mod is compiled_model
+    compiled = fit(compiled_model, train, test, config, device=CPU)
+
+    assert compiled.status == "finished" and len(compiled.history) == 2
+    for plain_row, compiled_row in zip(plain.history, compiled.history, strict=True):
+        for key in ("train_loss", "test_loss"):  # fused kernels sum in another order
+            assert compiled_row[key] == pytest.approx(plain_row[key], rel=1e-3), key
+    assert type(compiled_model) is SmallCNN
+    plain_state, compiled_state = plain_model.state_dict(), compiled_model.state_dict()
+    assert list(compiled_state) == list(plain_state)  # checkpoints load as before
+    for name, weights in compiled_state.items():
+        assert torch.allclose(weights.float(), plain_state[name].float(), atol=1e-3), name
+
+
+def test_an_unknown_compile_mode_is_refused_before_training(tiny, monkeypatch):
+    train, test = tiny
+    monkeypatch.setenv("KDCORE_COMPILE", "fastest")
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="KDCORE_COMPILE 'fastest'; use off, default"):
+        fit(fresh_model(), train, test, TrainConfig(epochs=1, batch_size=32),
+            callbacks=[recorder], device=CPU)  # fmt: skip
+    assert recorder.events == []
