@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdcore.augment import TEACHER_TTA_MODES  # noqa: E402
 from kdcore.progress import train_in_terminal  # noqa: E402
-from kdcore.runs import RunSpec, list_runs  # noqa: E402
+from kdcore.runs import RunSpec, list_runs, recorded_train_config  # noqa: E402
 
 
 def main() -> int:
@@ -96,7 +96,11 @@ def spec_for(args: argparse.Namespace, seed: int, temperature, alpha, smoothing)
 def final_accuracy(spec: RunSpec, args: argparse.Namespace) -> float:
     """The final-epoch test accuracy of a finished run of `spec`, training one if none exists."""
     for record in list_runs(args.out):
-        if record.spec == spec and record.status == "finished":
+        if (
+            record.spec == spec
+            and record.status == "finished"
+            and recorded_train_config(record.folder, spec) == spec.train_config()
+        ):  # the same settings, and the recipe they resolved to when it trained
             return record.final_test_acc
     _, result = train_in_terminal(spec, args.out, args.device)
     if result.status != "finished":

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from kdcore.cli import main as cli_main
-from kdcore.runs import load_run
+from kdcore.runs import load_run, recorded_train_config
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -90,6 +90,19 @@ def test_distill_gain_reports_means_and_gains_and_reuses_its_runs(
     new_runs = [path for path in out.iterdir() if path.is_dir() and path.name not in runs]
     assert len(new_runs) == 2 * 2
     assert {load_run(path.name, out).spec.lr for path in new_runs} == {0.02}
+
+    from kdcore import recipes  # a recipe changed since: the runs made by the old one are stale
+
+    monkeypatch.setitem(recipes.STUDENT_RECIPE, "lr", 0.03)
+    monkeypatch.setitem(recipes.DISTILL_RECIPE, "lr", 0.03)
+    monkeypatch.setattr(sys, "argv", argv)
+    before = {path.name for path in out.iterdir() if path.is_dir()}
+    assert distill_gain.main() == 0
+    retrained = [path for path in out.iterdir() if path.is_dir() and path.name not in before]
+    assert len(retrained) == 2 * 2
+    assert {
+        recorded_train_config(path, load_run(path.name, out).spec).lr for path in retrained
+    } == {0.03}
 
 
 def test_cifarnet_recipes_trains_a_variant_and_reports_val_and_tta(tmp_path, capsys, monkeypatch):
