@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from kdcore import engine  # noqa: E402
-from kdcore.bench import engine_images_per_s  # noqa: E402
+from kdcore.bench import best_of_turns, engine_images_per_s  # noqa: E402
 from kdcore.data import load_split  # noqa: E402
 from kdcore.engine import Callback, fit, pick_device  # noqa: E402
 from kdcore.models import CifarNet  # noqa: E402
@@ -112,13 +113,13 @@ def print_throughput(args: argparse.Namespace) -> int:
     configs = {"default": default, args.recipe: dataclasses.replace(default, **changes)}
     train, test = load_split(args.data_dir, "train"), load_split(args.data_dir, "test")
     device = pick_device(args.device)
-    best = dict.fromkeys(configs, 0.0)
-    for _ in range(2):
-        for name, config in configs.items():
-            torch.manual_seed(args.seed)
-            model = CifarNet(len(train.classes))
-            images_per_s = engine_images_per_s(model, train, test, config, args.throughput, device)
-            best[name] = max(best[name], images_per_s)
+
+    def measure(config: engine.TrainConfig) -> float:
+        torch.manual_seed(args.seed)
+        model = CifarNet(len(train.classes))
+        return engine_images_per_s(model, train, test, config, args.throughput, device)
+
+    best = best_of_turns({name: functools.partial(measure, c) for name, c in configs.items()})
     summary = {
         "images_per_s": {name: round(value, 1) for name, value in best.items()},
         "ratio": round(best[args.recipe] / best["default"], 3),
