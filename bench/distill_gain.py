@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kdcore.augment import TEACHER_TTA_MODES  # noqa: E402
 from kdcore.progress import train_in_terminal  # noqa: E402
-from kdcore.runs import RunSpec, list_runs, recorded_train_config  # noqa: E402
+from kdcore.runs import RunSpec, list_runs  # noqa: E402
 
 
 def main() -> int:
@@ -99,7 +99,7 @@ def final_accuracy(spec: RunSpec, args: argparse.Namespace) -> float:
         if (
             record.spec == spec
             and record.status == "finished"
-            and recorded_train_config(record.folder, spec) == spec.train_config()
+            and record.train_config() == spec.train_config()
         ):  # the same settings, and the recipe they resolved to when it trained
             return record.final_test_acc
     _, result = train_in_terminal(spec, args.out, args.device)

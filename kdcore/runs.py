@@ -226,8 +226,8 @@ def teacher_views_note(teacher: RunRecord) -> str | None:
     """A sentence when a teacher learnt on other crops than the study's, which distillation shows
     it (as its students see them): there it can be right less often than on the test split."""
     try:
-        config = recorded_train_config(teacher.folder, teacher.spec)
-    except (RunError, OSError, ValueError):
+        config = teacher.train_config()
+    except RunError:
         return None
     padding, _, fill = STUDY_VIEWS
     if (config.crop_padding, config.crop_fill) == (padding, fill):
@@ -318,7 +318,10 @@ def create_run(spec: RunSpec, root: Path = DEFAULT_ROOT) -> str:
 def recorded_train_config(folder: Path, spec: RunSpec) -> TrainConfig:
     """The training settings config.json recorded when the run was made; the spec's recipe for a
     run made before they were recorded."""
-    recorded = read_json(folder / "config.json").get(TRAIN_CONFIG_KEY)
+    return _train_config_from(read_json(folder / "config.json").get(TRAIN_CONFIG_KEY), spec)
+
+
+def _train_config_from(recorded: Any, spec: RunSpec) -> TrainConfig:
     if recorded is None:
         return spec.train_config()
     known = TrainConfig.__dataclass_fields__
@@ -389,6 +392,11 @@ class RunRecord:
     created_at: float
     metrics: tuple[dict[str, float], ...]
     readable: bool = True  # False: its config.json is damaged; shown, never trained or loaded
+    recorded_recipe: dict[str, Any] | None = None  # config.json's train_config, as written
+
+    def train_config(self) -> TrainConfig:
+        """The settings it trained with (see recorded_train_config), from what was read once."""
+        return _train_config_from(self.recorded_recipe, self.spec)
 
     @property
     def status(self) -> str:
@@ -425,7 +433,7 @@ def load_run(run_id: str, root: Path = DEFAULT_ROOT) -> RunRecord:
     if not (folder / "config.json").is_file():
         raise RunError(f"No run {run_id!r} in {root}.")
     try:
-        spec, created_at = _read_config(folder / "config.json")
+        spec, created_at, recipe = _read_config(folder / "config.json")
     except (OSError, ValueError, TypeError) as error:
         return _unreadable(run_id, folder, f"config.json: {error}")
     try:
@@ -434,7 +442,8 @@ def load_run(run_id: str, root: Path = DEFAULT_ROOT) -> RunRecord:
         status = RunStatus(state="failed", phase="failed", error=str(error))
     if not status.active:
         remove_stale_temporaries(folder)
-    return RunRecord(run_id, folder, spec, status, created_at, tuple(read_metrics(folder)))
+    metrics = tuple(read_metrics(folder))
+    return RunRecord(run_id, folder, spec, status, created_at, metrics, recorded_recipe=recipe)
 
 
 def remove_stale_temporaries(folder: Path, min_age_s: float = STALE_AFTER_SECONDS) -> list[Path]:
@@ -451,7 +460,7 @@ def remove_stale_temporaries(folder: Path, min_age_s: float = STALE_AFTER_SECOND
     return removed
 
 
-def _read_config(path: Path) -> tuple[RunSpec, float]:
+def _read_config(path: Path) -> tuple[RunSpec, float, dict[str, Any] | None]:
     try:
         config = json.loads(path.read_bytes())
     except ValueError:
@@ -468,7 +477,7 @@ def _read_config(path: Path) -> tuple[RunSpec, float]:
     created_at = config.get("created_at", 0.0)
     if not _is_number(created_at):
         raise ValueError(f"created_at is {created_at!r}, not a time")
-    return spec, float(created_at)
+    return spec, float(created_at), config.get(TRAIN_CONFIG_KEY)
 
 
 FIELD_TYPES = {  # what a config's fields must hold for the run to be shown and used

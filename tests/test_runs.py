@@ -485,6 +485,19 @@ def test_a_run_made_before_recipes_were_recorded_trains_with_the_current_one(tmp
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunError, match="train_config cannot be used: Learning rate"):
         recorded_train_config(folder, student())
+    with pytest.raises(RunError, match="train_config cannot be used: Learning rate"):
+        load_run(run_id, tmp_path).train_config()
+
+
+def test_a_run_record_carries_the_recipe_its_config_recorded(tmp_path):
+    run_id = create_run(student(), tmp_path)
+    folder = tmp_path / run_id
+    config = json.loads((folder / "config.json").read_text())
+    config["train_config"]["lr"] = 0.5
+    (folder / "config.json").write_text(json.dumps(config))
+    (record,) = list_runs(tmp_path)
+    assert record.train_config().lr == 0.5 != student().train_config().lr
+    assert record.train_config() == load_run(run_id, tmp_path).train_config()
 
 
 def test_a_teacher_that_learnt_on_other_crops_than_the_studys_gets_a_note(tmp_path):
@@ -499,4 +512,5 @@ def test_a_teacher_that_learnt_on_other_crops_than_the_studys_gets_a_note(tmp_pa
     config = json.loads((cifarnet.folder / "config.json").read_text())
     config["train_config"] = {"crop_padding": 99}
     (cifarnet.folder / "config.json").write_text(json.dumps(config))
-    assert teacher_views_note(cifarnet) is None  # an unusable record: no claim either way
+    reread = load_run(cifarnet.run_id, tmp_path)
+    assert teacher_views_note(reread) is None  # an unusable record: no claim either way
