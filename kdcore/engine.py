@@ -432,8 +432,18 @@ def fit(
             _train_state(optimizer, scheduler, result.history, lookahead),
         )
         emit("on_epoch_end", epoch + 1, row)
-    emit("on_fit_end", result.status, {"best_test_acc": result.best_test_acc})
+    emit("on_fit_end", result.status, _fit_end_logs(result))
     return result
+
+
+def _fit_end_logs(result: FitResult) -> dict[str, float | None]:
+    """The last epoch's test accuracy (and its TTA figure, when read), and the best epoch's."""
+    last = result.history[-1] if result.history else {}
+    return {
+        "best_test_acc": result.best_test_acc,
+        "final_test_acc": last.get("test_acc"),
+        **({"final_test_acc_tta": last["test_acc_tta"]} if "test_acc_tta" in last else {}),
+    }
 
 
 def _initialisation_images(train: ImageSet, count: int = 5000) -> torch.Tensor:

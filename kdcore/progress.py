@@ -88,11 +88,11 @@ class ProgressBar(Callback):
         )
 
     def on_fit_end(self, status: str, logs: dict[str, Any]) -> None:
-        best = logs.get("best_test_acc")
-        self._line(
-            f"{status}; best test accuracy {best:.2%}\n" if best is not None else f"{status}\n",
-            always=True,
-        )
+        final, tta = logs.get("final_test_acc"), logs.get("final_test_acc_tta")
+        summary = f"; last epoch's test accuracy {final:.2%}" if final is not None else ""
+        if tta is not None:
+            summary += f", {tta:.2%} with test-time augmentation"
+        self._line(f"{status}{summary}\n", always=True)
 
     def _due(self, last: bool) -> bool:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import threading
 
@@ -116,6 +117,23 @@ def test_events_arrive_in_order_with_the_documented_keys(tiny):
     assert epochs[-1][2]["eta_s"] == 0
     assert recorder.events[-1][1] == "finished"
     assert recorder.events[-1][2]["best_test_acc"] == max(logs["test_acc"] for _, _, logs in epochs)
+    assert recorder.events[-1][2]["final_test_acc"] == epochs[-1][2]["test_acc"]
+    assert "final_test_acc_tta" not in recorder.events[-1][2]  # no TTA asked for
+
+
+def test_the_terminal_closes_on_the_last_epochs_accuracy_not_the_best_epochs():
+    from kdcore.progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    bar.on_fit_end("finished", {"best_test_acc": 0.9, "final_test_acc": 0.8875})
+    bar.on_fit_end("finished", {"final_test_acc": 0.88, "final_test_acc_tta": 0.9028})
+    bar.on_fit_end("stopped", {"best_test_acc": None, "final_test_acc": None})
+    assert stream.getvalue().splitlines() == [
+        "finished; last epoch's test accuracy 88.75%",
+        "finished; last epoch's test accuracy 88.00%, 90.28% with test-time augmentation",
+        "stopped",
+    ]
 
 
 def test_stop_event_stops_between_batches_and_keeps_history_consistent(tiny):
@@ -580,9 +598,11 @@ def test_only_the_last_row_gets_tta_accuracies_and_only_when_asked(tiny):
     plain = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32), val=val,
                 device=CPU)  # fmt: skip
     assert not {"test_acc_tta", "val_acc_tta"} & set(plain.history[-1])
+    recorder = Recorder()
     asked = fit(fresh_model(), train, test, TrainConfig(epochs=2, batch_size=32, tta="flip"),
-                val=val, device=CPU)  # fmt: skip
+                val=val, callbacks=[recorder], device=CPU)  # fmt: skip
     first, last = asked.history
+    assert recorder.events[-1][2]["final_test_acc_tta"] == last["test_acc_tta"]
     assert not {"test_acc_tta", "val_acc_tta"} & set(first)  # read once, after the last epoch
     assert 0 <= last["test_acc_tta"] <= 1 and 0 <= last["val_acc_tta"] <= 1
     assert last["test_acc"] == plain.history[-1]["test_acc"]  # the single-view figure is unchanged
