@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("figure", choices=["sweep", "compare"])
     parser.add_argument("--runs", type=Path, default=Path("checkpoints"))
     parser.add_argument("--sweep", help="sweep: the sweep id (checkpoints/sweeps/<id>)")
-    parser.add_argument("--metric", default="test_acc")
+    parser.add_argument("--metric", help="sweep: the colour (default: the accuracy it compares on)")
     parser.add_argument("--data", help="compare: the data source of the study's rows")
     parser.add_argument("--teacher-arch", default="cifarnet")
     parser.add_argument("--out", type=Path, required=True)
@@ -95,7 +95,7 @@ def main() -> None:
     else:
         values = read_sweep(sweep_dir(args.sweep, args.runs))
         summary = summarise(SweepSpec.from_dict(values["spec"]), values["trials"], args.runs)
-        save_png(sweep_heatmap(summary, args.metric), args.out)
+        save_png(sweep_heatmap(summary, args.metric or summary["compared_on"]), args.out)
     print(args.out)
 
 

@@ -576,12 +576,18 @@ class _SweepProgress:
 
 
 def print_sweep_table(summary: dict) -> None:
+    key = summary.get("compared_on", "test_acc")
+
     def cell(row) -> str:
-        mean, std = row.get("test_acc_mean"), row.get("test_acc_std")
+        mean, std = row.get(f"{key}_mean"), row.get(f"{key}_std")
         if mean is None:
             return "-"
         return f"{mean:.2%}" + (f" ± {std:.2%}" if std is not None else "")
 
+    if key == "val_acc":
+        print("validation accuracy, final epoch (the test split is left unread for choosing)")
+    else:
+        print("test accuracy, final epoch")
     if summary["baseline"]:
         print(f"{'student alone':24s} {cell(summary['baseline']):>18s}")
     for row in summary["cells"]:

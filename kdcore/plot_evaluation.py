@@ -24,10 +24,20 @@ from kdcore.plots import (
 
 SWEEP_METRICS = {  # metric -> (label, in percent, higher is better)
     "test_acc": ("test accuracy (%)", True, True),
+    "val_acc": ("validation accuracy (%)", True, True),
     "agreement": ("agreement with the teacher (%)", True, True),
     "kl_teacher_student": ("KL(teacher || student), nats", False, False),
     "ece": ("expected calibration error", False, False),
 }
+
+
+def sweep_metrics(summary: Mapping[str, Any]) -> list[str]:
+    """What a sweep's heatmap and table offer: the accuracy it is compared on (validation when
+    its trials hold a split out, and then not the test split's), and the agreement, KL and ECE
+    that `evaluate` reads against the teacher."""
+    compared_on = summary.get("compared_on", "test_acc")
+    other = {"test_acc": "val_acc", "val_acc": "test_acc"}[compared_on]
+    return [metric for metric in SWEEP_METRICS if metric != other]
 
 
 def sweep_heatmap(summary: Mapping[str, Any], metric: str = "test_acc") -> go.Figure:
@@ -38,6 +48,7 @@ def sweep_heatmap(summary: Mapping[str, Any], metric: str = "test_acc") -> go.Fi
     transparent marker with its (T, alpha) as customdata, so a click on it can be selected.
     """
     label, percent, higher_better = SWEEP_METRICS[metric]
+    diverging = metric == summary.get("compared_on", "test_acc")  # the accuracy gains are on
     scale = 100.0 if percent else 1.0
     cells = summary["cells"]
     temperatures = sorted({cell["temperature"] for cell in cells})
@@ -49,14 +60,13 @@ def sweep_heatmap(summary: Mapping[str, Any], metric: str = "test_acc") -> go.Fi
         for alpha in alphas:
             cell = at.get((temperature, alpha), {})
             mean, std = cell.get(f"{metric}_mean"), cell.get(f"{metric}_std")
-            colour = cell.get("gain") if metric == "test_acc" else mean
+            colour = cell.get("gain") if diverging else mean
             z_row.append(None if colour is None else colour * scale)
             text_row.append(_cell_text(mean, std, scale, cell))
         z.append(z_row)
         text.append(text_row)
     x = [f"α={alpha:g}" for alpha in alphas]
     y = [f"T={temperature:g}" for temperature in temperatures]
-    diverging = metric == "test_acc"
     fig = go.Figure(
         go.Heatmap(
             z=z,

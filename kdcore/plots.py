@@ -44,6 +44,7 @@ LOSS_HOVER = "%{y:.4g}"
 
 METRIC_LABELS = {
     "test_acc": "test accuracy (%)",
+    "val_acc": "validation accuracy (%)",
     "train_acc": "train accuracy (%)",
     "test_loss": "test loss",
     "train_loss": "train loss",

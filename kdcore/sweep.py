@@ -44,7 +44,7 @@ from kdcore.runs import (
 
 SWEEPS_FOLDER = "sweeps"
 SWEEP_FILE = "sweep.json"
-METRICS = ("test_acc", "agreement", "kl_teacher_student", "ece")  # what a cell summarises
+METRICS = ("test_acc", "val_acc", "agreement", "kl_teacher_student", "ece")  # a cell summarises
 TRAINING_FIELDS = (
     "data", "epochs", "train_subset", "val_split", "batch_size", "optimizer", "lr",
     "weight_decay", "label_smoothing",
@@ -77,6 +77,12 @@ class SweepSpec:
     baseline: bool = True
     training: dict[str, Any] = field(default_factory=dict)  # RunSpec fields in TRAINING_FIELDS
     label: str = ""
+
+    @property
+    def compared_on(self) -> str:
+        """The accuracy its cells and their gains are read on: the validation split when the
+        trials hold one out, so that no setting is chosen on the test split."""
+        return "val_acc" if self.training.get("val_split") else "test_acc"
 
     def trials(self) -> list[Trial]:
         """The baselines first (one per seed), then every T x alpha x seed."""
@@ -250,26 +256,31 @@ def evaluate_trials(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_
 
 def summarise(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) -> dict[str, Any]:
     """Per cell (T, alpha) and for the baseline: mean and std over seeds of each metric, the
-    gain in accuracy over the baseline, and how many of the cell's trials have finished."""
+    gain over the baseline in the accuracy named by `compared_on`, and how many of the cell's
+    trials have finished."""
     reports: dict[str, dict[str, Any]] = {}
     for key, run_id in runs.items():
         try:
-            folder = load_run(run_id, root).folder
+            record = load_run(run_id, root)
         except RunError:
             continue
-        report = read_evaluation(folder)
+        report = read_evaluation(record.folder)
         if report is not None:
-            reports[key] = report
+            last = record.metrics[-1] if record.metrics else {}
+            held_out = {"val_acc": last["val_acc"]} if "val_acc" in last else {}
+            reports[key] = {**report, **held_out}  # both read on the final weights
     baseline = _cell([reports.get(f"alone-s{seed}") for seed in spec.seeds])
     cells = []
     for temperature in spec.temperatures:
         for alpha in spec.alphas:
             keys = [f"T{temperature:g}-a{alpha:g}-s{seed}" for seed in spec.seeds]
             cell = _cell([reports.get(key) for key in keys])
-            mean, reference = cell.get("test_acc_mean"), baseline.get("test_acc_mean")
+            key = spec.compared_on
+            mean, reference = cell.get(f"{key}_mean"), baseline.get(f"{key}_mean")
             gain = mean - reference if mean is not None and reference is not None else None
             cells.append({"temperature": temperature, "alpha": alpha, **cell, "gain": gain})
-    return {"baseline": baseline if spec.baseline else None, "cells": cells}
+    baseline_shown = baseline if spec.baseline else None
+    return {"compared_on": spec.compared_on, "baseline": baseline_shown, "cells": cells}
 
 
 def _cell(reports: Sequence[dict[str, Any] | None]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import streamlit as st
 
-from kdcore.plot_evaluation import SWEEP_METRICS, sweep_heatmap
+from kdcore.plot_evaluation import SWEEP_METRICS, sweep_heatmap, sweep_metrics
 from kdcore.plots import learning_curves
 from kdcore.runs import RunError
 from kdcore.sweep import (
@@ -109,18 +109,19 @@ def sweep_title(values: dict[str, Any]) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
+    rows, metrics = [], sweep_metrics(summary)
     if summary["baseline"]:
-        rows.append(_table_row("student alone", summary["baseline"]))
+        rows.append(_table_row("student alone", summary["baseline"], metrics))
     for cell in summary["cells"]:
         name = f"T={cell['temperature']:g} α={cell['alpha']:g}"
-        rows.append({**_table_row(name, cell), "gain (points)": percent(cell["gain"])})
+        rows.append({**_table_row(name, cell, metrics), "gain (points)": percent(cell["gain"])})
     return rows
 
 
-def _table_row(name: str, cell: dict[str, Any]) -> dict[str, Any]:
+def _table_row(name: str, cell: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = {"setting": name, "done": f"{cell['done']}/{cell['of']}"}
-    for metric, (label, in_percent, _) in SWEEP_METRICS.items():
+    for metric in metrics:
+        label, in_percent, _ = SWEEP_METRICS[metric]
         for stat in ("mean", "std"):
             value = cell.get(f"{metric}_{stat}")
             if in_percent:
@@ -154,15 +155,18 @@ def sweep_view(values: dict[str, Any], polling: bool) -> None:
         finished / max(1, len(records)),
         text=f"{finished}/{len(records)} runs finished, {active} queued or training",
     )
+    offered = sweep_metrics(summary)
+    if st.session_state.get("sweep.metric") not in offered:  # a sweep compared on the other split
+        st.session_state["sweep.metric"] = summary["compared_on"]
     metric = st.segmented_control(
         "Colour by",
-        list(SWEEP_METRICS),
+        offered,
         format_func=lambda name: SWEEP_METRICS[name][0],
         key="sweep.metric",
         persist_state="session",
     )
     event = st.plotly_chart(
-        sweep_heatmap(summary, metric or "test_acc"),
+        sweep_heatmap(summary, metric or summary["compared_on"]),
         key="sweep.heatmap",
         on_select="rerun",
         selection_mode="points",
@@ -193,7 +197,10 @@ def sweep_view(values: dict[str, Any], polling: bool) -> None:
     st.plotly_chart(
         legend_below(
             learning_curves(
-                series, "test_acc", title="this cell's runs and the baseline", colors=colors
+                series,
+                summary["compared_on"],
+                title="this cell's runs and the baseline",
+                colors=colors,
             )
         ),
         key="sweep.cell_chart",

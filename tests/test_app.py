@@ -385,6 +385,28 @@ def test_a_sweep_started_from_its_page_fills_its_heatmap_and_table(trained_root,
     assert not at.exception and at.get("download_button")
 
 
+def test_a_sweep_that_held_out_a_validation_split_is_shown_on_it(trained_root, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
+    from kdcore.cli import main
+
+    root = use_root(monkeypatch, tmp_path / "copy")
+    shutil.copytree(trained_root, root)
+    teacher = next(root.glob("*teacher*")).name
+    assert main(["sweep", "--teacher", teacher, "-T", "2", "--alpha", "0.5", "--data-dir",
+                 "synthetic", "--epochs", "1", "--train-subset", "256", "--val-split", "64",
+                 "--out", str(root)]) == 0  # fmt: skip
+    at = open_page("sweeps")
+    assert at.session_state["sweep.metric"] == "val_acc"  # not the page's default, test accuracy
+    control = at.segmented_control(key="sweep.metric")
+    assert control.options[0] == "validation accuracy (%)"
+    assert not [option for option in control.options if option.startswith("test accuracy")]
+    columns = list(at.dataframe[0].value.columns)
+    assert "validation accuracy (%) mean" in columns
+    assert not [column for column in columns if column.startswith("test accuracy")]
+    curves = chart_specs(at)["sweep.cell_chart"]["layout"]
+    assert "validation accuracy" in curves["yaxis"]["title"]["text"]
+
+
 def test_every_page_draws_beside_a_damaged_run_folder(trained_root, tmp_path, monkeypatch):
     root = use_root(monkeypatch, tmp_path / "copy")
     shutil.copytree(trained_root, root)

@@ -346,6 +346,23 @@ def test_sweep_heatmap_colours_accuracy_by_gain_and_marks_each_cell_for_clicks()
     assert [list(row) for row in ece.z] == [[0.04], [0.09]] and ece.zmid is None
 
 
+def test_a_sweep_compared_on_validation_colours_that_and_offers_no_test_accuracy():
+    from kdcore.plot_evaluation import sweep_metrics
+
+    summary = {
+        "compared_on": "val_acc",
+        "baseline": {"val_acc_mean": 0.60, "val_acc_std": None, "test_acc_mean": 0.61},
+        "cells": [{"temperature": 2.0, "alpha": 0.5, "done": 1, "of": 1, "val_acc_mean": 0.63,
+                   "val_acc_std": None, "test_acc_mean": 0.70, "gain": 0.03}],
+    }  # fmt: skip
+    assert sweep_metrics(summary) == ["val_acc", "agreement", "kl_teacher_student", "ece"]
+    assert sweep_metrics({"cells": []})[0] == "test_acc"  # a summary from before: test accuracy
+    fig = sweep_heatmap(summary, "val_acc")
+    assert [list(row) for row in fig.data[0].z] == [[pytest.approx(3.0)]]
+    assert fig.data[0].zmid == 0.0 and "validation accuracy" in fig.layout.title.text
+    assert "student alone 60.00" in fig.layout.title.text
+
+
 def test_confusion_heatmap_shows_counts_coloured_by_share_of_the_true_class():
     fig = confusion_heatmap([[3, 1], [0, 2]], ["cat", "dog"], "student")
     cells = fig.data[0]

@@ -140,7 +140,27 @@ def test_the_sweep_command_prints_a_table_and_a_json_summary(teacher_root, capsy
                  "synthetic", "--epochs", "1", "--train-subset", "256", "--batch-size", "64",
                  "--out", str(root)])  # fmt: skip
     out = capsys.readouterr().out.splitlines()
-    assert code == 0 and out[0].startswith("student alone") and "T=2 alpha=0.5" in out[1]
+    assert code == 0 and out[0] == "test accuracy, final epoch"
+    assert out[1].startswith("student alone") and "T=2 alpha=0.5" in out[2]
     summary = json.loads(out[-1])
     assert summary["failed"] == {} and set(summary["trials"]) == {"alone-s0", "T2-a0.5-s0"}
-    assert summary["cells"][0]["done"] == 1
+    assert summary["cells"][0]["done"] == 1 and summary["compared_on"] == "test_acc"
+
+
+def test_a_sweep_that_holds_out_a_validation_split_is_compared_on_it(teacher_root, capsys):
+    root, teacher = teacher_root
+    code = main(["sweep", "--teacher", teacher, "-T", "2", "--alpha", "0.5", "--data-dir",
+                 "synthetic", "--epochs", "1", "--train-subset", "256", "--batch-size", "64",
+                 "--val-split", "64", "--out", str(root)])  # fmt: skip
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and out[0].startswith("validation accuracy, final epoch")
+    summary = json.loads(out[-1])
+    assert summary["compared_on"] == "val_acc" and summary["failed"] == {}
+    val = {
+        key: load_run(run_id, root).metrics[-1]["val_acc"]
+        for key, run_id in summary["trials"].items()
+    }
+    baseline, (cell,) = summary["baseline"], summary["cells"]
+    assert (baseline["val_acc_mean"], cell["val_acc_mean"]) == (val["alone-s0"], val["T2-a0.5-s0"])
+    assert cell["gain"] == pytest.approx(val["T2-a0.5-s0"] - val["alone-s0"])
+    assert f"{val['alone-s0']:.2%}" in out[1]  # the table shows validation, not test, accuracy
