@@ -145,7 +145,8 @@ def test_stop_event_stops_between_batches_and_keeps_history_consistent(tiny):
     assert result.status == "stopped"
     assert [row["epoch"] for row in result.history] == [1]
     assert recorder.hooks() == ["fit_start", "batch", "batch", "batch", "epoch", "batch", "fit_end"]
-    assert recorder.events[-1][1:] == ("stopped", {"best_test_acc": result.history[0]["test_acc"]})
+    first = result.history[0]["test_acc"]
+    assert recorder.events[-1][1:] == ("stopped", {"best_test_acc": first, "final_test_acc": first})
 
 
 def test_stop_before_the_first_batch_gives_no_history(tiny):
