@@ -585,7 +585,7 @@ def print_sweep_table(summary: dict) -> None:
         return f"{mean:.2%}" + (f" ± {std:.2%}" if std is not None else "")
 
     if key == "val_acc":
-        print("validation accuracy, final epoch (the test split is left unread for choosing)")
+        print("validation accuracy, final epoch (cells are compared on it, not on the test split)")
     else:
         print("test accuracy, final epoch")
     if summary["baseline"]:

@@ -275,8 +275,8 @@ def summarise(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) 
         for alpha in spec.alphas:
             keys = [f"T{temperature:g}-a{alpha:g}-s{seed}" for seed in spec.seeds]
             cell = _cell([reports.get(key) for key in keys])
-            key = spec.compared_on
-            mean, reference = cell.get(f"{key}_mean"), baseline.get(f"{key}_mean")
+            accuracy = spec.compared_on
+            mean, reference = cell.get(f"{accuracy}_mean"), baseline.get(f"{accuracy}_mean")
             gain = mean - reference if mean is not None and reference is not None else None
             cells.append({"temperature": temperature, "alpha": alpha, **cell, "gain": gain})
     baseline_shown = baseline if spec.baseline else None
