@@ -95,7 +95,7 @@ def main() -> None:
     else:
         values = read_sweep(sweep_dir(args.sweep, args.runs))
         summary = summarise(SweepSpec.from_dict(values["spec"]), values["trials"], args.runs)
-        save_png(sweep_heatmap(summary, args.metric or summary["compared_on"]), args.out)
+        save_png(sweep_heatmap(summary, args.metric), args.out)
     print(args.out)
 
 

@@ -40,15 +40,18 @@ def sweep_metrics(summary: Mapping[str, Any]) -> list[str]:
     return [metric for metric in SWEEP_METRICS if metric != other]
 
 
-def sweep_heatmap(summary: Mapping[str, Any], metric: str = "test_acc") -> go.Figure:
+def sweep_heatmap(summary: Mapping[str, Any], metric: str | None = None) -> go.Figure:
     """T (rows) x alpha (columns); each cell says mean ± std over seeds and how many are done.
 
-    For accuracy the colour is the gain over the student alone (red below, blue above); for the
-    other metrics it is the metric itself, the better end blue. Each cell also carries a
+    `metric` defaults to the accuracy the sweep is compared on (`compared_on`). For it the colour
+    is the gain over the student alone (red below, blue above); for the other metrics it is the
+    metric itself, the better end blue. Each cell also carries a
     transparent marker with its (T, alpha) as customdata, so a click on it can be selected.
     """
+    compared_on = summary.get("compared_on", "test_acc")  # the accuracy the gains are on
+    metric = metric or compared_on
     label, percent, higher_better = SWEEP_METRICS[metric]
-    diverging = metric == summary.get("compared_on", "test_acc")  # the accuracy gains are on
+    diverging = metric == compared_on
     scale = 100.0 if percent else 1.0
     cells = summary["cells"]
     temperatures = sorted({cell["temperature"] for cell in cells})

@@ -270,17 +270,16 @@ def summarise(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) 
             held_out = {"val_acc": last["val_acc"]} if "val_acc" in last else {}
             reports[key] = {**report, **held_out}  # both read on the final weights
     baseline = _cell([reports.get(f"alone-s{seed}") for seed in spec.seeds])
-    cells = []
+    accuracy, cells = spec.compared_on, []
     for temperature in spec.temperatures:
         for alpha in spec.alphas:
             keys = [f"T{temperature:g}-a{alpha:g}-s{seed}" for seed in spec.seeds]
             cell = _cell([reports.get(key) for key in keys])
-            accuracy = spec.compared_on
             mean, reference = cell.get(f"{accuracy}_mean"), baseline.get(f"{accuracy}_mean")
             gain = mean - reference if mean is not None and reference is not None else None
             cells.append({"temperature": temperature, "alpha": alpha, **cell, "gain": gain})
     baseline_shown = baseline if spec.baseline else None
-    return {"compared_on": spec.compared_on, "baseline": baseline_shown, "cells": cells}
+    return {"compared_on": accuracy, "baseline": baseline_shown, "cells": cells}
 
 
 def _cell(reports: Sequence[dict[str, Any] | None]) -> dict[str, Any]:

@@ -166,7 +166,7 @@ def sweep_view(values: dict[str, Any], polling: bool) -> None:
         persist_state="session",
     )
     event = st.plotly_chart(
-        sweep_heatmap(summary, metric or summary["compared_on"]),
+        sweep_heatmap(summary, metric),
         key="sweep.heatmap",
         on_select="rerun",
         selection_mode="points",
