@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         "test accuracy, NLL, calibration and confusion matrix of a run (its final weights, stored "
         "in its folder as evaluation.json) or a checkpoint; with a teacher, the student's "
-        "agreement with it and KL(teacher || student)",
+        "agreement with it and KL(teacher || student); a run that held out a validation split is "
+        "measured on it too",
         run_evaluate,
     )
     evaluate.add_argument(
@@ -443,10 +444,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_run(args.checkpoint, args.out, args.teacher, args.device)
     else:
         _, payload = load_model(args.checkpoint)
-        teacher = args.teacher or (payload["meta"].get("spec") or {}).get("teacher")
+        spec = payload["meta"].get("spec") or {}
+        teacher = args.teacher or spec.get("teacher")
         device = pick_device(args.device)
-        weights = Path(args.checkpoint)
-        report = evaluate_checkpoint(weights, args.data_dir, teacher, args.out, device)
+        weights, val_split = Path(args.checkpoint), spec.get("val_split") or 0
+        report = evaluate_checkpoint(weights, args.data_dir, teacher, args.out, device, val_split)
         report["teacher"] = teacher
     print(json.dumps(report))
     return 0

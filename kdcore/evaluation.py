@@ -4,8 +4,10 @@
 the test-chosen best), predicts the test split, and writes `evaluation.json`: test accuracy, NLL,
 ECE, the reliability diagram's bins and the confusion matrix; and against a teacher (the run's
 own, or one named for a student trained alone) agreement, KL(teacher || student), and the
-teacher's accuracy, ECE, NLL, reliability bins and confusion matrix. A teacher's test logits are
-kept in its cache, so a sweep predicts them once.
+teacher's accuracy, ECE, NLL, reliability bins and confusion matrix. A run that held out a
+validation split gets the same figures on it too, under "validation", so that settings chosen
+by them are not chosen on the test split. A teacher's logits on each split are kept in its
+cache, so a sweep predicts them once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from kdcore.runs import (
     teacher_checkpoint,
     write_json,
 )
-from kdcore.teacher_cache import plausible_logits, test_logits_file
+from kdcore.teacher_cache import plausible_logits, split_logits_file
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -37,7 +39,8 @@ EVALUATION_FILE = "evaluation.json"
 def evaluate_run(
     run_id: str, root: Path = DEFAULT_ROOT, teacher: str | None = None, device: str = "auto"
 ) -> dict[str, Any]:
-    """Measure a run's final weights on its data's test split; write and return the report.
+    """Measure a run's final weights on its data's test split (and on its validation split when it
+    held one out); write and return the report.
 
     `teacher` (a run id or checkpoint) defaults to a distilled run's own teacher.
     """
@@ -46,31 +49,37 @@ def evaluate_run(
     if not weights.is_file():
         raise RunError(f"Run {run_id} has no weights to evaluate yet (no last.pt).")
     teacher = teacher or record.spec.teacher
-    report = evaluate_checkpoint(weights, record.spec.data, teacher, root, pick_device(device))
+    device_used = pick_device(device)
+    spec = record.spec
+    report = evaluate_checkpoint(weights, spec.data, teacher, root, device_used, spec.val_split)
     report = {"run_id": run_id, "teacher": teacher, **report}
     write_evaluation(record.folder, report)
     return report
 
 
 def evaluate_checkpoint(
-    weights: Path, data: str, teacher: str | None, root: Path, device: torch.device
+    weights: Path,
+    data: str,
+    teacher: str | None,
+    root: Path,
+    device: torch.device,
+    val_split: int = 0,
 ) -> dict[str, Any]:
-    """The report for one checkpoint (see the module's docstring)."""
+    """The report for one checkpoint (see the module's docstring). With `val_split` N, the
+    validation split of N training images the run held out is measured too, under
+    "validation": its accuracy (`val_acc`), NLL, ECE and the teacher's agreement and KL."""
     try:
         model, payload = load_model(weights, device)
     except CheckpointError as error:
         raise RunError(str(error)) from error
     test = load_split(data, "test")
     require_same_classes(payload["classes"], test.classes, f"model {weights}", f"{data} test/")
-    teacher_logits = None
+    teacher_weights = None
     if teacher:
         teacher_weights = teacher_checkpoint(teacher, root)
         teacher_classes = checkpoint_header(teacher_weights)["classes"]
         require_same_classes(teacher_classes, test.classes, f"teacher {teacher}", f"{data} test/")
-    with torch.inference_mode():
-        logits = predict_logits(model, test, device).cpu()
-    if teacher:
-        teacher_logits = teacher_test_logits(teacher_weights, test, data, device)
+    logits, teacher_logits = _split_logits(model, teacher_weights, test, data, device, "test")
     classes = len(test.classes)
     report: dict[str, Any] = {
         "arch": payload["arch"],
@@ -83,17 +92,41 @@ def evaluate_checkpoint(
     if teacher_logits is not None:
         report["teacher_confusion"] = confusion_matrix(teacher_logits, test.labels, classes)
         report["teacher_reliability"] = reliability(teacher_logits, test.labels)
+    if val_split:
+        _, val = load_split(data, "train").split_off(val_split)
+        split = f"val{val_split}"
+        logits, teacher_logits = _split_logits(model, teacher_weights, val, data, device, split)
+        held_out = student_report(logits, val.labels, teacher_logits)
+        held_out["val_acc"] = held_out.pop("test_acc")
+        report["validation"] = {"images": len(val), **held_out}
     return report
 
 
-def teacher_test_logits(
-    checkpoint: Path, test: ImageSet, data: str, device: torch.device
+def _split_logits(
+    model: torch.nn.Module,
+    teacher_weights: Path | None,
+    images: ImageSet,
+    data: str,
+    device: torch.device,
+    split: str,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's logits on one split, and the teacher's (None without a teacher)."""
+    with torch.inference_mode():
+        logits = predict_logits(model, images, device).cpu()
+    if teacher_weights is None:
+        return logits, None
+    return logits, teacher_split_logits(teacher_weights, images, data, device, split)
+
+
+def teacher_split_logits(
+    checkpoint: Path, images: ImageSet, data: str, device: torch.device, split: str = "test"
 ) -> torch.Tensor:
-    """A teacher's (N, C) logits on a test split, read from its cache or predicted and stored."""
-    path = test_logits_file(checkpoint, source_fingerprint(data))
+    """A teacher's (N, C) logits on a held-out split, read from its cache or predicted and
+    stored (`split`: "test", or "val5000" for a validation split of 5,000 training images)."""
+    path = split_logits_file(checkpoint, source_fingerprint(data), split)
     try:
         logits = torch.load(path, map_location="cpu", weights_only=True)
-        if plausible_logits(logits, len(test), len(test.classes)):
+        if plausible_logits(logits, len(images), len(images.classes)):
             return logits
     except Exception:  # missing or damaged: predict again
         pass
@@ -102,7 +135,7 @@ def teacher_test_logits(
     except CheckpointError as error:
         raise RunError(str(error)) from error
     with torch.inference_mode():
-        logits = predict_logits(teacher, test, device).cpu()
+        logits = predict_logits(teacher, images, device).cpu()
     atomic_torch_save(logits, path)
     return logits
 

@@ -34,10 +34,19 @@ SWEEP_METRICS = {  # metric -> (label, in percent, higher is better)
 def sweep_metrics(summary: Mapping[str, Any]) -> list[str]:
     """What a sweep's heatmap and table offer: the accuracy it is compared on (validation when
     its trials hold a split out, and then not the test split's), and the agreement, KL and ECE
-    that `evaluate` reads against the teacher."""
+    that `evaluate` reads against the teacher (on the same split)."""
     compared_on = summary.get("compared_on", "test_acc")
     other = {"test_acc": "val_acc", "val_acc": "test_acc"}[compared_on]
     return [metric for metric in SWEEP_METRICS if metric != other]
+
+
+def sweep_metric_label(summary: Mapping[str, Any], metric: str) -> str:
+    """A metric's label in a sweep's heatmap and table; agreement, KL and ECE say when they are
+    read on the validation split (`evaluated_on`)."""
+    label = SWEEP_METRICS[metric][0]
+    if metric in ("test_acc", "val_acc") or summary.get("evaluated_on") != "validation":
+        return label
+    return f"validation {label}"
 
 
 def sweep_heatmap(summary: Mapping[str, Any], metric: str | None = None) -> go.Figure:
@@ -50,7 +59,8 @@ def sweep_heatmap(summary: Mapping[str, Any], metric: str | None = None) -> go.F
     """
     compared_on = summary.get("compared_on", "test_acc")  # the accuracy the gains are on
     metric = metric or compared_on
-    label, percent, higher_better = SWEEP_METRICS[metric]
+    _, percent, higher_better = SWEEP_METRICS[metric]
+    label = sweep_metric_label(summary, metric)
     diverging = metric == compared_on
     scale = 100.0 if percent else 1.0
     cells = summary["cells"]

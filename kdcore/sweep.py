@@ -84,6 +84,11 @@ class SweepSpec:
         trials hold one out, so that no setting is chosen on the test split."""
         return "val_acc" if self.training.get("val_split") else "test_acc"
 
+    @property
+    def evaluated_on(self) -> str:
+        """The split its cells' agreement, KL and ECE are read on, for the same reason."""
+        return "validation" if self.compared_on == "val_acc" else "test"
+
     def trials(self) -> list[Trial]:
         """The baselines first (one per seed), then every T x alpha x seed."""
         trials = []
@@ -250,14 +255,15 @@ def evaluate_trials(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_
         if record.status != "finished":
             continue
         report = read_evaluation(record.folder)
-        if report is None or report.get("teacher") != spec.teacher:
+        stale = report is None or report.get("teacher") != spec.teacher
+        if stale or (spec.evaluated_on == "validation" and "validation" not in report):
             evaluate_run(run_id, root, teacher=spec.teacher)
 
 
 def summarise(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) -> dict[str, Any]:
     """Per cell (T, alpha) and for the baseline: mean and std over seeds of each metric, the
     gain over the baseline in the accuracy named by `compared_on`, and how many of the cell's
-    trials have finished."""
+    trials have finished. Agreement, KL and ECE are read on the split named by `evaluated_on`."""
     reports: dict[str, dict[str, Any]] = {}
     for key, run_id in runs.items():
         try:
@@ -266,9 +272,7 @@ def summarise(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) 
             continue
         report = read_evaluation(record.folder)
         if report is not None:
-            last = record.metrics[-1] if record.metrics else {}
-            held_out = {"val_acc": last["val_acc"]} if "val_acc" in last else {}
-            reports[key] = {**report, **held_out}  # both read on the final weights
+            reports[key] = _cell_metrics(report, record, spec.evaluated_on)
     baseline = _cell([reports.get(f"alone-s{seed}") for seed in spec.seeds])
     accuracy, cells = spec.compared_on, []
     for temperature in spec.temperatures:
@@ -279,7 +283,23 @@ def summarise(spec: SweepSpec, runs: dict[str, str], root: Path = DEFAULT_ROOT) 
             gain = mean - reference if mean is not None and reference is not None else None
             cells.append({"temperature": temperature, "alpha": alpha, **cell, "gain": gain})
     baseline_shown = baseline if spec.baseline else None
-    return {"compared_on": accuracy, "baseline": baseline_shown, "cells": cells}
+    return {
+        "compared_on": accuracy,
+        "evaluated_on": spec.evaluated_on,
+        "baseline": baseline_shown,
+        "cells": cells,
+    }
+
+
+def _cell_metrics(report: dict[str, Any], record: RunRecord, split: str) -> dict[str, Any]:
+    """One trial's METRICS, all read on its final weights: test accuracy on the test split, and
+    the validation accuracy its last epoch logged. Agreement, KL and ECE on `split`; left out
+    when the evaluation predates validation figures, rather than mixed in from the test split."""
+    last = record.metrics[-1] if record.metrics else {}
+    metrics = {"test_acc": report.get("test_acc"), "val_acc": last.get("val_acc")}
+    fidelity = report if split == "test" else report.get("validation", {})
+    metrics |= {name: fidelity.get(name) for name in ("agreement", "kl_teacher_student", "ece")}
+    return {name: value for name, value in metrics.items() if value is not None}
 
 
 def _cell(reports: Sequence[dict[str, Any] | None]) -> dict[str, Any]:

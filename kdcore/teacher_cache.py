@@ -48,10 +48,13 @@ def cache_dir_for(
     return checkpoint.parent / CACHE_FOLDER / folder
 
 
-def test_logits_file(teacher_checkpoint: str | Path, data_fingerprint: str) -> Path:
-    """Where a teacher's logits on a test split are kept, for every student evaluated against it."""
+def split_logits_file(
+    teacher_checkpoint: str | Path, data_fingerprint: str, split: str = "test"
+) -> Path:
+    """Where a teacher's logits on a held-out split are kept, for every student evaluated against
+    it: the test split, or a validation split named by its size (`"val5000"`)."""
     checkpoint = Path(teacher_checkpoint)
-    name = f"test-{checkpoint.stem}-{file_digest(checkpoint)}-{data_fingerprint}.pt"
+    name = f"{split}-{checkpoint.stem}-{file_digest(checkpoint)}-{data_fingerprint}.pt"
     return checkpoint.parent / CACHE_FOLDER / name
 
 

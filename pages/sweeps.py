@@ -9,7 +9,12 @@ from typing import Any
 
 import streamlit as st
 
-from kdcore.plot_evaluation import SWEEP_METRICS, sweep_heatmap, sweep_metrics
+from kdcore.plot_evaluation import (
+    SWEEP_METRICS,
+    sweep_heatmap,
+    sweep_metric_label,
+    sweep_metrics,
+)
 from kdcore.plots import learning_curves
 from kdcore.runs import RunError
 from kdcore.sweep import (
@@ -111,17 +116,21 @@ def sweep_title(values: dict[str, Any]) -> str:
 def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows, metrics = [], sweep_metrics(summary)
     if summary["baseline"]:
-        rows.append(_table_row("student alone", summary["baseline"], metrics))
+        rows.append(_table_row("student alone", summary["baseline"], metrics, summary))
     for cell in summary["cells"]:
         name = f"T={cell['temperature']:g} α={cell['alpha']:g}"
-        rows.append({**_table_row(name, cell, metrics), "gain (points)": percent(cell["gain"])})
+        row = _table_row(name, cell, metrics, summary)
+        rows.append({**row, "gain (points)": percent(cell["gain"])})
     return rows
 
 
-def _table_row(name: str, cell: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
+def _table_row(
+    name: str, cell: dict[str, Any], metrics: list[str], summary: dict[str, Any]
+) -> dict[str, Any]:
     row: dict[str, Any] = {"setting": name, "done": f"{cell['done']}/{cell['of']}"}
     for metric in metrics:
-        label, in_percent, _ = SWEEP_METRICS[metric]
+        _, in_percent, _ = SWEEP_METRICS[metric]
+        label = sweep_metric_label(summary, metric)
         for stat in ("mean", "std"):
             value = cell.get(f"{metric}_{stat}")
             if in_percent:
@@ -161,7 +170,7 @@ def sweep_view(values: dict[str, Any], polling: bool) -> None:
     metric = st.segmented_control(
         "Colour by",
         offered,
-        format_func=lambda name: SWEEP_METRICS[name][0],
+        format_func=lambda name: sweep_metric_label(summary, name),
         key="sweep.metric",
         persist_state="session",
     )

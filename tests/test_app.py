@@ -403,6 +403,9 @@ def test_a_sweep_that_held_out_a_validation_split_is_shown_on_it(trained_root, t
     columns = list(at.dataframe[0].value.columns)
     assert "validation accuracy (%) mean" in columns
     assert not [column for column in columns if column.startswith("test accuracy")]
+    agreement = at.dataframe[0].value["validation agreement with the teacher (%) mean"]
+    assert agreement.notna().all()  # read on the validation split too, for every row
+    assert "validation expected calibration error" in control.options
     curves = chart_specs(at)["sweep.cell_chart"]["layout"]
     assert "validation accuracy" in curves["yaxis"]["title"]["text"]
 

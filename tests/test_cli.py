@@ -116,6 +116,37 @@ def test_evaluate_of_a_distilled_run_compares_it_with_its_own_teacher(trained_ru
     assert "agreement" not in last_json(capsys.readouterr().out)
 
 
+def test_evaluate_measures_a_run_on_the_validation_split_it_held_out(trained_runs, capsys):
+    from kdcore.runs import load_run
+    from kdcore.teacher_cache import CACHE_FOLDER
+
+    out, teacher, _, _ = trained_runs
+    held_out = ["--val-split", "64", "-T", "2", "--alpha", "0.5", "--out", str(out)]
+    assert main(["distill", "--teacher", teacher["run_id"], *TINY, *held_out]) == 0
+    run_id = last_json(capsys.readouterr().out)["run_id"]
+    assert main(["evaluate", run_id, "--data-dir", "synthetic", "--out", str(out)]) == 0
+    report = last_json(capsys.readouterr().out)
+    validation = report["validation"]
+    assert validation["images"] == 64 and report["images"] == len(synthetic_split("test"))
+    # the same final weights on the same 64 held-out images as training's last epoch read them
+    assert validation["val_acc"] == pytest.approx(load_run(run_id, out).metrics[-1]["val_acc"])
+    for key in ("agreement", "teacher_acc", "ece", "nll", "kl_teacher_student"):
+        assert key in validation, key
+    caches = sorted(
+        p.name.split("-")[0] for p in (out / teacher["run_id"] / CACHE_FOLDER).glob("*.pt")
+    )
+    assert "val64" in caches and "test" in caches  # the teacher's logits on each split, kept
+
+    weights = out / run_id / "last.pt"  # a checkpoint path: its recorded split is measured too
+    assert main(["evaluate", str(weights), "--data-dir", "synthetic", "--out", str(out)]) == 0
+    again = last_json(capsys.readouterr().out)["validation"]
+    assert (
+        again["agreement"] == validation["agreement"] and again["val_acc"] == validation["val_acc"]
+    )
+    assert main(["evaluate", teacher["run_id"], "--data-dir", "synthetic", "--out", str(out)]) == 0
+    assert "validation" not in last_json(capsys.readouterr().out)  # the teacher held none out
+
+
 def test_classify_reports_each_file_and_survives_a_broken_one(trained_runs, tmp_path, capsys):
     from PIL import Image
 

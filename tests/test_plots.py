@@ -361,6 +361,11 @@ def test_a_sweep_compared_on_validation_colours_that_and_offers_no_test_accuracy
     assert [list(row) for row in fig.data[0].z] == [[pytest.approx(3.0)]]
     assert fig.data[0].zmid == 0.0 and "validation accuracy" in fig.layout.title.text
     assert "student alone 60.00" in fig.layout.title.text
+    summary |= {"evaluated_on": "validation"}  # agreement, KL and ECE read there too say so
+    assert sweep_heatmap(summary, "ece").layout.title.text.startswith("validation expected")
+    assert sweep_heatmap(summary, "val_acc").layout.title.text.startswith("validation accuracy")
+    tested = {**summary, "evaluated_on": "test"}
+    assert sweep_heatmap(tested, "agreement").layout.title.text.startswith("agreement with")
 
 
 def test_confusion_heatmap_shows_counts_coloured_by_share_of_the_true_class():

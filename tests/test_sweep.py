@@ -164,3 +164,34 @@ def test_a_sweep_that_holds_out_a_validation_split_is_compared_on_it(teacher_roo
     assert (baseline["val_acc_mean"], cell["val_acc_mean"]) == (val["alone-s0"], val["T2-a0.5-s0"])
     assert cell["gain"] == pytest.approx(val["T2-a0.5-s0"] - val["alone-s0"])
     assert f"{val['alone-s0']:.2%}" in out[1]  # the table shows validation, not test, accuracy
+
+    # agreement, KL and ECE are read on the same validation split, against the sweep's teacher
+    assert summary["evaluated_on"] == "validation"
+    reports = {key: read_evaluation(load_run(run_id, root).folder)
+               for key, run_id in summary["trials"].items()}  # fmt: skip
+    held_out = reports["T2-a0.5-s0"]["validation"]
+    assert held_out["images"] == 64 and held_out["val_acc"] == pytest.approx(val["T2-a0.5-s0"])
+    for metric in ("agreement", "kl_teacher_student", "ece"):
+        assert cell[f"{metric}_mean"] == pytest.approx(held_out[metric])
+        assert baseline[f"{metric}_mean"] == pytest.approx(
+            reports["alone-s0"]["validation"][metric]
+        )
+
+
+def test_a_validation_sweep_never_mixes_in_test_split_figures(teacher_root):
+    root, teacher = teacher_root
+    spec = grid(teacher, temperatures=(2.0,), training={**TRAINING, "val_split": 64})
+    _, runs = start_sweep(spec, root)
+    run_trials(list(runs.values()), root, max_running=1, poll_seconds=0.2)
+    evaluate_trials(spec, runs, root)
+    folder = load_run(runs["T2-a0.5-s0"], root).folder
+    report = read_evaluation(folder)
+    del report["validation"]  # an evaluation written before validation figures existed
+    (folder / "evaluation.json").write_text(json.dumps(report))
+
+    (cell,) = summarise(spec, runs, root)["cells"]
+    assert cell["agreement_mean"] is None and cell["ece_mean"] is None  # not the test split's
+    assert cell["val_acc_mean"] is not None and cell["test_acc_mean"] == report["test_acc"]
+    evaluate_trials(spec, runs, root)  # evaluates it again, on the validation split too
+    (cell,) = summarise(spec, runs, root)["cells"]
+    assert cell["agreement_mean"] == read_evaluation(folder)["validation"]["agreement"]
