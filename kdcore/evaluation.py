@@ -48,10 +48,11 @@ def evaluate_run(
     weights = record.checkpoint("last")
     if not weights.is_file():
         raise RunError(f"Run {run_id} has no weights to evaluate yet (no last.pt).")
-    teacher = teacher or record.spec.teacher
-    device_used = pick_device(device)
     spec = record.spec
-    report = evaluate_checkpoint(weights, spec.data, teacher, root, device_used, spec.val_split)
+    teacher = teacher or spec.teacher
+    report = evaluate_checkpoint(
+        weights, spec.data, teacher, root, pick_device(device), spec.val_split
+    )
     report = {"run_id": run_id, "teacher": teacher, **report}
     write_evaluation(record.folder, report)
     return report
