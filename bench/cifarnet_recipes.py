@@ -46,6 +46,8 @@ RECIPES: dict[str, dict] = {
     "sgd": SGD,
     "muon, lr 0.03": {"muon_lr": 0.03},
     "muon, lr 0.0075": {"muon_lr": 0.0075},
+    # airbench94_muon's momentum (0.6 at a batch of 2,000) with 1 - momentum scaled to 128
+    "muon, momentum 0.974": {"muon_momentum": 0.974},
     # half the batch: every lr in proportion, Muon's 1 - momentum too
     "batch 64": {"batch_size": 64, "lr": 0.04, "muon_lr": 0.0075, "muon_momentum": 0.975},
     "zero fill": ZERO_FILL,
