@@ -68,7 +68,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """The report for one checkpoint (see the module's docstring). With `val_split` N, the
     validation split of N training images the run held out is measured too, under
-    "validation": its accuracy (`val_acc`), NLL, ECE and the teacher's agreement and KL."""
+    "validation": its accuracy (`val_acc`), NLL, ECE and, with a teacher, agreement and KL."""
     try:
         model, payload = load_model(weights, device)
     except CheckpointError as error:
