@@ -44,7 +44,8 @@ from kdcore.runs import (
 
 SWEEPS_FOLDER = "sweeps"
 SWEEP_FILE = "sweep.json"
-METRICS = ("test_acc", "val_acc", "agreement", "kl_teacher_student", "ece")  # a cell summarises
+FIDELITY_METRICS = ("agreement", "kl_teacher_student", "ece")  # evaluate's, against the teacher
+METRICS = ("test_acc", "val_acc", *FIDELITY_METRICS)  # what a cell summarises
 TRAINING_FIELDS = (
     "data", "epochs", "train_subset", "val_split", "batch_size", "optimizer", "lr",
     "weight_decay", "label_smoothing",
@@ -298,7 +299,7 @@ def _cell_metrics(report: dict[str, Any], record: RunRecord, split: str) -> dict
     last = record.metrics[-1] if record.metrics else {}
     metrics = {"test_acc": report.get("test_acc"), "val_acc": last.get("val_acc")}
     fidelity = report if split == "test" else report.get("validation", {})
-    metrics |= {name: fidelity.get(name) for name in ("agreement", "kl_teacher_student", "ece")}
+    metrics |= {name: fidelity.get(name) for name in FIDELITY_METRICS}
     return {name: value for name, value in metrics.items() if value is not None}
 
 

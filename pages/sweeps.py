@@ -114,21 +114,18 @@ def sweep_title(values: dict[str, Any]) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> list[dict[str, Any]]:
-    rows, metrics = [], sweep_metrics(summary)
+    rows = []
     if summary["baseline"]:
-        rows.append(_table_row("student alone", summary["baseline"], metrics, summary))
+        rows.append(_table_row("student alone", summary["baseline"], summary))
     for cell in summary["cells"]:
         name = f"T={cell['temperature']:g} α={cell['alpha']:g}"
-        row = _table_row(name, cell, metrics, summary)
-        rows.append({**row, "gain (points)": percent(cell["gain"])})
+        rows.append({**_table_row(name, cell, summary), "gain (points)": percent(cell["gain"])})
     return rows
 
 
-def _table_row(
-    name: str, cell: dict[str, Any], metrics: list[str], summary: dict[str, Any]
-) -> dict[str, Any]:
+def _table_row(name: str, cell: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"setting": name, "done": f"{cell['done']}/{cell['of']}"}
-    for metric in metrics:
+    for metric in sweep_metrics(summary):
         _, in_percent, _ = SWEEP_METRICS[metric]
         label = sweep_metric_label(summary, metric)
         for stat in ("mean", "std"):
