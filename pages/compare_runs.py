@@ -17,7 +17,7 @@ from kdcore.plot_evaluation import confusion_heatmap, per_class_accuracy, reliab
 from kdcore.plots import distillation_terms_figure, learning_curves
 from kdcore.runs import RunRecord
 from kdcore.study import STUDY_TEACHER_ARCH, Protocol, baseline_like, study_rows
-from ui.context import data_source, get_queue, init_state
+from ui.context import data_source, get_queue, init_state, set_widget_value
 from ui.runs_view import chart_colors, legend_below, percent, run_picker, run_title, to_csv
 from ui.text import plain
 
@@ -225,9 +225,9 @@ if not records:
 
 by_id = {r.run_id: r for r in records}
 if "compare.ids" not in st.query_params:  # else the link's runs (Streamlit drops unknown ones)
-    if st.session_state.get("compare.ids") is None:
-        st.session_state["compare.ids"] = list(by_id)[:4]
-    st.session_state["compare.ids"] = [r for r in st.session_state["compare.ids"] if r in by_id]
+    ids = st.session_state.get("compare.ids")
+    kept = list(by_id)[:4] if ids is None else [rid for rid in ids if rid in by_id]
+    set_widget_value("compare.ids", kept)
 chosen = st.multiselect(
     "Runs",
     list(by_id),

@@ -17,7 +17,7 @@ from kdcore.runs import (
     teacher_views_note,
 )
 from kdcore.teacher_cache import cached_epoch_files
-from ui.context import data_source, get_queue, init_state
+from ui.context import data_source, get_queue, init_state, set_widget_value
 from ui.runs_view import (
     EPOCHS_HELP,
     RUN_NAME_HELP,
@@ -218,7 +218,7 @@ else:
     baseline = [rid for rid, r in finished.items() if r.spec.role == "student"][:1]
     chosen = st.session_state["distill.overlay"]
     chosen = baseline if chosen is None else [rid for rid in chosen if rid in finished]
-    st.session_state["distill.overlay"] = chosen
+    set_widget_value("distill.overlay", chosen)
     overlay_ids = st.multiselect(
         "Draw over the live curve",
         list(finished),

@@ -343,6 +343,25 @@ def test_the_teacher_averaged_with_the_mirror_is_a_setting_of_the_run(trained_ro
     assert "teacher + mirror" in run_title(newest)
 
 
+@pytest.mark.parametrize(
+    ("page", "key"),
+    [
+        ("compare_runs", "compare.ids"),
+        ("distill_student", "distill.overlay"),
+        (None, "home.delete.ids"),
+    ],
+)
+def test_a_rerun_leaves_the_browsers_run_pickers_alone(trained, page, key):
+    """A page that hands a picker its value on every run would undo a click made meanwhile (the
+    browser shows the script's value whenever the script sets it): only the first run sets it."""
+    at = open_page(page)
+    first = at.multiselect(key=key)
+    assert first.proto.set_value and (key == "home.delete.ids" or first.value)
+    at.run()
+    again = at.multiselect(key=key)
+    assert again.value == first.value and not again.proto.set_value
+
+
 def test_page_choices_survive_a_visit_to_another_page(trained):
     at = open_page("compare_runs")
     at.slider(key="compare.smoothing").set_value(0.6).run()

@@ -94,6 +94,17 @@ def init_state(defaults: Mapping[str, Any]) -> None:
             st.session_state.setdefault(key, default)
 
 
+def set_widget_value(key: str, value: Any) -> None:
+    """Give a widget's session key `value`, unless it already holds it.
+
+    Each assignment makes the browser show the script's value, so assigning the same value on
+    every run would undo a choice the user makes while a run is under way (a cleared picker
+    coming back, say).
+    """
+    if key not in st.session_state or st.session_state[key] != value:
+        st.session_state[key] = value
+
+
 @st.cache_resource(show_spinner="Loading images...", max_entries=4)
 def cached_split(source: str, split: str) -> ImageSet:
     """A decoded split, shared by every session (tensors are read-only here)."""

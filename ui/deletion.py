@@ -17,6 +17,7 @@ import streamlit as st
 from kdcore.deletion import delete_runs, dependants
 from kdcore.runs import RunError, RunRecord, load_run
 from kdcore.scheduler import RunQueue
+from ui.context import set_widget_value
 from ui.runs_view import TOAST_KEY, run_title, show_pending_toast
 from ui.text import plain
 
@@ -38,7 +39,7 @@ def delete_runs_ui(queue: RunQueue, records: Sequence[RunRecord], key: str) -> N
         st.error(f"Nothing was deleted: {plain(error)}")
     by_id = {record.run_id: record for record in records}
     chosen_key = f"{key}.ids"
-    st.session_state[chosen_key] = [i for i in st.session_state.get(chosen_key, []) if i in by_id]
+    set_widget_value(chosen_key, [i for i in st.session_state.get(chosen_key, []) if i in by_id])
     left, right = st.columns([4, 1], vertical_alignment="bottom")
     chosen = left.multiselect(
         "Runs to delete",
