@@ -9,6 +9,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -248,3 +249,29 @@ def test_compile_speed_times_the_compiled_engine_against_the_plain_one(capsys, m
     assert summary["ratio"] == pytest.approx(ratio, abs=1e-3)
     assert compiled == [False, False, True, True] * 2  # warm-up and timed, twice
     assert "KDCORE_COMPILE" not in os.environ  # later runs of the process train uncompiled
+
+
+def test_gpu_session_script_runs_every_step_and_leaves_what_the_device_tool_brings_back(tmp_path):
+    """A dry run on the CPU: a lent GPU's few minutes must not be lost to a broken script."""
+    out = tmp_path / "out"
+    out.mkdir()
+    dry_run = {"DEVICE": "cpu", "DATA": "synthetic", "EPOCHS": "1", "SUBSET": "256",
+               "ARCH": "resnet18", "SKIP": "bench"}  # fmt: skip
+    env = {**os.environ, **dry_run, "OUT": str(out), "PYTHON": sys.executable}
+    script = BENCH / "gpu_session.sh"
+    done = subprocess.run(["bash", str(script)], cwd=BENCH.parent, env=env, timeout=300)
+    assert done.returncode == 0
+    files = {path.name for path in out.iterdir()}
+    assert files == {"gpu.txt", "summary.jsonl", "steps.log", "runs.tar.gz"}  # the tool's 8 at most
+    assert "kdcore.cli imports" in (out / "gpu.txt").read_text()
+    steps = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    names = ["data", "student", "study", "teacher_imagenet_stem", "student_compiled"]
+    assert [step["step"] for step in steps] == names
+    assert all(step["exit"] == 0 and step["result"] for step in steps), steps
+    assert len(steps[2]["result"]) == 5  # the study's five rows
+    with tarfile.open(out / "runs.tar.gz") as archive:
+        members = archive.getnames()
+    runs = {Path(name).parent.name for name in members if name.endswith("metrics.jsonl")}
+    assert len(runs) == 6  # student, study teacher + student alone + distilled, teacher, compiled
+    assert not [name for name in members if name.endswith(".pt") or "teacher_cache" in name]
+    assert all(f"=== {name} (exit 0" in (out / "steps.log").read_text() for name in names)
