@@ -8,7 +8,6 @@ import ui.startup  # first: see its docstring
 from collections.abc import Sequence
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
 from kdcore.evaluation import read_evaluation
@@ -18,7 +17,15 @@ from kdcore.plots import distillation_terms_figure, learning_curves
 from kdcore.runs import RunRecord
 from kdcore.study import STUDY_TEACHER_ARCH, Protocol, baseline_like, study_rows
 from ui.context import data_source, get_queue, init_state, set_widget_value
-from ui.runs_view import chart_colors, legend_below, percent, run_picker, run_title, to_csv
+from ui.runs_view import (
+    bold_best,
+    chart_colors,
+    legend_below,
+    percent,
+    run_picker,
+    run_title,
+    to_csv,
+)
 from ui.text import plain
 
 ui.startup.through_app()
@@ -55,18 +62,6 @@ def summary_row(record: RunRecord) -> dict[str, Any]:
         "seed": spec.seed,
         "run": record.run_id,
     }
-
-
-def highlight_best(table: list[dict[str, Any]]):
-    """The table, the run with the best final test accuracy in bold (a pandas Styler)."""
-    frame = pd.DataFrame(table)
-    if frame.empty or frame["final test acc (%)"].isna().all():
-        return frame
-    best = frame["final test acc (%)"].max()
-    return frame.style.apply(
-        lambda row: ["font-weight: bold" if row["final test acc (%)"] == best else ""] * len(row),
-        axis=1,
-    )
 
 
 def study_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -262,7 +257,7 @@ if alone:
         f"{len(baseline.runs)} seed(s) ({', '.join(map(str, baseline.seeds))}). An empty gain: "
         "another data set, number of epochs or subset than the baseline's."
     )
-st.dataframe(highlight_best(table), hide_index=True)
+st.dataframe(bold_best(table, "final test acc (%)"), hide_index=True)
 st.download_button(
     "Table (CSV)",
     to_csv(table),

@@ -26,7 +26,7 @@ from kdcore.inference import classify_upload
 from kdcore.runs import RunSpec, create_run, list_runs, load_run
 from kdcore.status import RunStatus, write_status
 from ui.context import get_queue
-from ui.runs_view import chart_colors, run_title
+from ui.runs_view import bold_best, chart_colors, run_title
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -772,3 +772,15 @@ def test_compare_shows_the_gain_over_the_student_alone_and_its_seeds(trained):
     assert distilled["gain (points)"] == pytest.approx(expected, abs=0.01)
     assert pd.isna(table[table["role"] == "teacher"].iloc[0]["gain (points)"])  # other settings
     assert any("mean of 1 seed(s) (0)" in caption.value for caption in at.caption)
+
+
+def test_a_shown_table_keeps_its_rounding_bolds_the_best_row_and_dashes_empty_cells():
+    rows = [{"what": "a", "acc (%)": 10.0, "ece": 0.0123, "seed": 0, "gain": None},
+            {"what": "b", "acc (%)": 51.5, "ece": None, "seed": 1, "gain": 2.41}]  # fmt: skip
+    html = bold_best(rows, "acc (%)").to_html()
+    cells = [re.sub("<[^>]+>", "", cell).strip() for cell in re.findall("<td.*?</td>", html)]
+    assert cells == ["a", "10", "0.0123", "0", "–", "b", "51.5", "–", "1", "2.41"]
+    bold = [rule for rule in re.findall(r"([^{}]+)\{([^}]*)\}", html) if "bold" in rule[1]]
+    bold_cells = re.findall(r"_row(\d+)_col\d+", " ".join(selector for selector, _ in bold))
+    assert bold_cells == ["1"] * len(rows[0])  # every cell of the best row, no other
+    assert "bold" not in bold_best([{"what": "a", "acc (%)": None}], "acc (%)").to_html()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -96,6 +97,19 @@ def format_time(stamp: float | None) -> str:
 def percent(value: float | None) -> float | None:
     """A fraction as a percentage rounded for tables; None stays None."""
     return round(100 * value, 2) if value is not None else None
+
+
+def bold_best(rows: Sequence[dict[str, Any]], column: str):
+    """Rows as a pandas Styler for `st.dataframe`: the row(s) highest in `column` in bold, each
+    number as rounded (a Styler would pad it to six decimals), an empty cell as a dash."""
+    frame = pd.DataFrame(rows)
+    styler = frame.style.format(lambda v: f"{v:.6g}" if isinstance(v, float) else v, na_rep="–")
+    if frame.empty or frame[column].isna().all():
+        return styler
+    best = frame[column].max()
+    return styler.apply(
+        lambda row: ["font-weight: bold" if row[column] == best else ""] * len(row), axis=1
+    )
 
 
 def to_csv(rows: Sequence[dict[str, Any]]) -> str:
