@@ -171,9 +171,9 @@ picture, numbers = st.columns([1, 3])
 picture.image(enlarge(image), caption="32×32, as the models see it")
 kl = float(kl_divergence(p_teacher, p_student))
 row = numbers.columns(3)
-row[0].metric("KL(teacher ‖ student)", f"{kl:.4g} nats")
-row[1].metric("teacher entropy", f"{float(entropy(p_teacher)):.3f} nats")
-row[2].metric("student entropy", f"{float(entropy(p_student)):.3f} nats")
+row[0].metric("KL(teacher ‖ student), nats", f"{kl:.3g}")  # the unit in the label: it fits
+row[1].metric("teacher entropy, nats", f"{float(entropy(p_teacher)):.3f}")
+row[2].metric("student entropy, nats", f"{float(entropy(p_student)):.3f}")
 numbers.caption(
     f"Teacher says {plain(classes[int(p_teacher.argmax())])}, student says "
     f"{plain(classes[int(p_student.argmax())])}."

@@ -117,6 +117,7 @@ def teacher_settings_ui() -> RunSpec | None:
             key="teacher.optimizer",
             persist_state="session",
             format_func=lambda name: OPTIMIZER_LABELS.get(name, name),
+            placeholder=OPTIMIZER_LABELS[None],  # what a selectbox at None shows
             help="The recipe's: Muon for CifarNet's conv filters and SGD for the rest; SGD for "
             "the ResNets. muon: the conv filters by Muon, every other parameter by SGD.",
         )
