@@ -17,7 +17,7 @@ from kdcore.runs import (
     teacher_views_note,
 )
 from kdcore.teacher_cache import cached_epoch_files
-from ui.context import data_source, get_queue, init_state, set_widget_value
+from ui.context import TABLE_POLL_SECONDS, data_source, get_queue, init_state, set_widget_value
 from ui.runs_view import (
     EPOCHS_HELP,
     RUN_NAME_HELP,
@@ -171,6 +171,20 @@ def teacher_cache_note(teacher: RunRecord, records: list[RunRecord]) -> None:
             break
 
 
+def queue_view(queue) -> None:
+    """The queued and running runs; a fragment that polls while there are any, so each row's
+    phase follows its run."""
+    waiting = queue_table(queue.runs())
+    if not waiting:
+        return
+    st.subheader("Queue")
+    st.caption(
+        f"At most {queue.max_running} run(s) train at once ($KDCORE_MAX_RUNS); the others "
+        "start in this order."
+    )
+    st.dataframe(waiting, hide_index=True, key="distill.queue_table")
+
+
 st.title("Distil a student")
 queue = get_queue()
 records = queue.runs()
@@ -198,14 +212,8 @@ if spec is not None:
         st.success(f"Queued {plain(run_id)}.")
         records = queue.runs()
 
-waiting = queue_table(records)
-if waiting:
-    st.subheader("Queue")
-    st.caption(
-        f"At most {queue.max_running} run(s) train at once ($KDCORE_MAX_RUNS); the others "
-        "start in this order."
-    )
-    st.dataframe(waiting, hide_index=True, key="distill.queue_table")
+active = any(record.active for record in records)
+st.fragment(run_every=TABLE_POLL_SECONDS if active else None)(queue_view)(queue)
 
 students = [r for r in records if r.spec.role in ("student", "distill")]
 show_newest_active("distill.run_id", students)

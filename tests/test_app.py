@@ -156,6 +156,8 @@ def test_quick_start_trains_a_student_and_shows_it_live(empty_root):
     assert at.title[0].value == "Distil a student"
     poll_until(at, lambda at: any(t.startswith("running") for t in progress_texts(at)))
     assert at.button(key="distill.live.stop_btn").label == "Stop this run"
+    queued = at.dataframe[0].value  # the queue, a fragment that polls its runs' phases
+    assert queued["status"].tolist() == ["running"] and "quick start" in queued["what"][0]
 
 
 def test_student_run_polled_to_completion_then_compared(empty_root):
