@@ -251,13 +251,32 @@ def test_compile_speed_times_the_compiled_engine_against_the_plain_one(capsys, m
     assert "KDCORE_COMPILE" not in os.environ  # later runs of the process train uncompiled
 
 
+ABSENT_PACKAGES = """
+import sys
+
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("streamlit", "plotly"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+
+sys.meta_path.insert(0, Absent())
+"""
+
+
 def test_gpu_session_script_runs_every_step_and_leaves_what_the_device_tool_brings_back(tmp_path):
-    """A dry run on the CPU: a lent GPU's few minutes must not be lost to a broken script."""
+    """A dry run on the CPU: a lent GPU's few minutes must not be lost to a broken script. As on
+    the device machine, streamlit and plotly cannot be imported."""
     out = tmp_path / "out"
     out.mkdir()
+    absent = tmp_path / "absent"
+    absent.mkdir()
+    (absent / "sitecustomize.py").write_text(ABSENT_PACKAGES)
     dry_run = {"DEVICE": "cpu", "DATA": "synthetic", "EPOCHS": "1", "SUBSET": "256",
                "ARCH": "resnet18", "SKIP": "bench"}  # fmt: skip
-    env = {**os.environ, **dry_run, "OUT": str(out), "PYTHON": sys.executable}
+    path = os.pathsep.join([str(absent), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, **dry_run, "OUT": str(out), "PYTHON": sys.executable, "PYTHONPATH": path}
     script = BENCH / "gpu_session.sh"
     done = subprocess.run(["bash", str(script)], cwd=BENCH.parent, env=env, timeout=300)
     assert done.returncode == 0
