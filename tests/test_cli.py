@@ -293,3 +293,27 @@ def test_distill_passes_the_teachers_test_time_augmentation_to_the_run(monkeypat
     assert captured[0].teacher_tta == "flip"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["distill", "--teacher", "t", "--teacher-tta", "mirror"])
+
+
+def test_computing_commands_keep_freed_memory_for_reuse_and_other_commands_do_not(
+    tmp_path, monkeypatch
+):
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(True) or True)
+    assert main(["runs", "--out", str(tmp_path)]) == 0
+    assert calls == []
+    assert main(["evaluate", str(tmp_path / "nowhere.pt"), "--data-dir", "synthetic"]) == 2
+    assert calls == [True]  # before the command's own work, whatever becomes of it
+
+
+def test_keep_freed_memory_sets_glibcs_malloc_and_does_nothing_without_glibc(monkeypatch):
+    import ctypes
+    import platform
+
+    assert cli.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+    def no_glibc(name):
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    assert cli.keep_freed_memory() is False
