@@ -4,9 +4,9 @@
 #   mkdir -p data && cp ../shared/data/cifar10-jpeg.tar.gz data/    # data/ is git-ignored
 #   run (carry: ["data"], timeout_s: 600): bash bench/gpu_session.sh
 #
-# The steps run in the order of what matters most, each capped so that the whole ends within
-# one 600-second call (the caps add up to 570 s); a step that runs out of time is cut off and
-# the next one still runs. The device tool brings back at most 8 files from $OUT, so the runs
+# The steps run in the order of what matters most, each capped so that the whole ends within one
+# 600-second call (the caps add up to 570 s); a step that runs out of time is cut off and the
+# next one still runs. The profile step says what limits the engine there. The device tool brings back at most 8 files from $OUT, so the runs
 # train outside it and the script leaves four files there:
 #   gpu.txt        the card, torch's version, whether the CLI imports (no streamlit there)
 #   summary.jsonl  one line a step: its exit status, wall seconds and its last JSON line
@@ -47,14 +47,16 @@ step() {  # step NAME SECONDS COMMAND...
     $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
     $PY -c "import kdcore.cli" && echo "kdcore.cli imports"
 } >"$OUT/gpu.txt" 2>&1
-step data 40 $PY -m kdcore data --data-dir "$DATA"
+step data 35 $PY -m kdcore data --data-dir "$DATA"
 step student 35 $PY -m kdcore student "${COMMON[@]}"
+step profile 30 $PY bench/engine_profile.py --data-dir "$DATA" --device "$DEVICE" \
+    --batches "${PROFILE_BATCHES:-60}"
 step study 330 $PY -m kdcore study "${COMMON[@]}" --teacher-epochs "$EPOCHS" --arch "$ARCH" \
     --stem cifar
 step teacher_imagenet_stem 70 $PY -m kdcore teacher "${COMMON[@]}" --arch "$ARCH" \
     --stem imagenet
-step student_compiled 50 env KDCORE_COMPILE=reduce-overhead $PY -m kdcore student "${COMMON[@]}"
-step bench 45 $PY -m kdcore bench --data-dir "$DATA" --device "$DEVICE" \
+step student_compiled 40 env KDCORE_COMPILE=reduce-overhead $PY -m kdcore student "${COMMON[@]}"
+step bench 30 $PY -m kdcore bench --data-dir "$DATA" --device "$DEVICE" \
     --batches "${BENCH_BATCHES:-50}"
 (cd "$RUNS" && tar -czf "$OUT/runs.tar.gz" --exclude='*.pt' --exclude=teacher_cache .)
 cat "$OUT/summary.jsonl"

@@ -274,7 +274,7 @@ def test_gpu_session_script_runs_every_step_and_leaves_what_the_device_tool_brin
     absent.mkdir()
     (absent / "sitecustomize.py").write_text(ABSENT_PACKAGES)
     dry_run = {"DEVICE": "cpu", "DATA": "synthetic", "EPOCHS": "1", "SUBSET": "256",
-               "ARCH": "resnet18", "SKIP": "bench"}  # fmt: skip
+               "ARCH": "resnet18", "SKIP": "bench", "PROFILE_BATCHES": "4"}  # fmt: skip
     path = os.pathsep.join([str(absent), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, **dry_run, "OUT": str(out), "PYTHON": sys.executable, "PYTHONPATH": path}
     script = BENCH / "gpu_session.sh"
@@ -284,13 +284,25 @@ def test_gpu_session_script_runs_every_step_and_leaves_what_the_device_tool_brin
     assert files == {"gpu.txt", "summary.jsonl", "steps.log", "runs.tar.gz"}  # the tool's 8 at most
     assert "kdcore.cli imports" in (out / "gpu.txt").read_text()
     steps = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
-    names = ["data", "student", "study", "teacher_imagenet_stem", "student_compiled"]
+    names = ["data", "student", "profile", "study", "teacher_imagenet_stem", "student_compiled"]
     assert [step["step"] for step in steps] == names
     assert all(step["exit"] == 0 and step["result"] for step in steps), steps
-    assert len(steps[2]["result"]) == 5  # the study's five rows
+    assert len(steps[3]["result"]) == 5  # the study's five rows
     with tarfile.open(out / "runs.tar.gz") as archive:
         members = archive.getnames()
     runs = {Path(name).parent.name for name in members if name.endswith("metrics.jsonl")}
     assert len(runs) == 6  # student, study teacher + student alone + distilled, teacher, compiled
     assert not [name for name in members if name.endswith(".pt") or "teacher_cache" in name]
     assert all(f"=== {name} (exit 0" in (out / "steps.log").read_text() for name in names)
+
+
+def test_engine_profile_reports_where_the_time_goes(capsys):
+    profile = load_script("engine_profile")
+    argv = ["--data-dir", "synthetic", "--device", "cpu", "--batches", "4", "--top", "5"]
+    assert profile.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["batches"] == 4 and summary["wall_s"] > 0 and summary["device"] == "cpu"
+    assert summary["device_busy_share"] is None  # a CPU has no separate device to keep busy
+    assert all(summary[key] >= 0 for key in ("kernel_launches_per_batch", "syncs_per_batch"))
+    assert any("convolution" in line for line in lines[:-1])  # the table of the costliest ops
