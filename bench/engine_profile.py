@@ -32,13 +32,6 @@ SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize
 LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
 
 
-def device_us(event) -> float:
-    """An event's own time on the device, in microseconds (torch < 2.4 called it cuda)."""
-    return getattr(event, "self_device_time_total", None) or getattr(
-        event, "self_cuda_time_total", 0.0
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", required=True)
@@ -68,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         wall_s = time.perf_counter() - started
     averages = profiler.key_averages()
     by_name = {event.key: event for event in averages}
-    busy_s = sum(device_us(event) for event in averages) / 1e6 if on_gpu else None
-    sort_by = "self_cuda_time_total" if on_gpu else "self_cpu_time_total"
+    busy_s = sum(event.self_device_time_total for event in averages) / 1e6 if on_gpu else None
+    sort_by = "self_device_time_total" if on_gpu else "self_cpu_time_total"
     print(averages.table(sort_by=sort_by, row_limit=args.top), flush=True)
 
     def per_batch(names: tuple[str, ...]) -> float:

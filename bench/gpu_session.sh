@@ -6,8 +6,9 @@
 #
 # The steps run in the order of what matters most, each capped so that the whole ends within one
 # 600-second call (the caps add up to 570 s); a step that runs out of time is cut off and the
-# next one still runs. The profile step says what limits the engine there. The device tool brings back at most 8 files from $OUT, so the runs
-# train outside it and the script leaves four files there:
+# next one still runs. The profile step says what limits the engine there. The device tool
+# brings back at most 8 files from $OUT, so the runs train outside it and the script leaves four
+# files there:
 #   gpu.txt        the card, torch's version, whether the CLI imports (no streamlit there)
 #   summary.jsonl  one line a step: its exit status, wall seconds and its last JSON line
 #   steps.log      what every step printed, one after another
@@ -33,12 +34,12 @@ step() {  # step NAME SECONDS COMMAND...
     local started=$SECONDS log
     log=$(mktemp)
     timeout "$seconds" "$@" >"$log" 2>&1
-    local status=$?
+    local status=$? wall=$((SECONDS - started))
     local line
     line=$(grep '^[[{]' "$log" | tail -n 1)  # the summary: an object, the study's a list
     printf '{"step": "%s", "exit": %d, "wall_s": %d, "result": %s}\n' \
-        "$name" "$status" "$((SECONDS - started))" "${line:-null}" >>"$OUT/summary.jsonl"
-    { echo "=== $name (exit $status, $((SECONDS - started)) s): $*"; cat "$log"; } >>"$OUT/steps.log"
+        "$name" "$status" "$wall" "${line:-null}" >>"$OUT/summary.jsonl"
+    { echo "=== $name (exit $status, $wall s): $*"; cat "$log"; } >>"$OUT/steps.log"
     rm -f "$log"
 }
 
