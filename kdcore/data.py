@@ -113,7 +113,8 @@ def source_status(source: str) -> SourceStatus:
     path = _cifar10_root(source) if source == CIFAR10 else Path(source).expanduser()
     if _is_archive(path):
         ok = path.is_file()
-        return SourceStatus("archive", ok, f"Archive {path}" + ("" if ok else " does not exist."))
+        state = "read without unpacking" if ok else "does not exist"
+        return SourceStatus("archive", ok, f"Archive {path}: {state}.")
     if (path / "cifar-10-batches-py").is_dir() or source == CIFAR10:
         ok = (path / "cifar-10-batches-py").is_dir()
         note = "ready" if ok else "not downloaded yet (needs internet on first use)"

@@ -269,17 +269,20 @@ Models = Mapping[str, tuple[torch.nn.Module, Sequence[str]]]  # name -> (model, 
 
 
 @dataclass
-class ClassifiedUpload:
+class ClassifiedImage:
+    """One image (an upload or a test image) and each model's top-k for it."""
+
     name: str
     image: Image.Image | None = None  # the decoded upload, at most MAX_SIDE pixels a side
     view: Image.Image | None = None  # the 32x32 view the models see
     top: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     error: str | None = None  # a sentence for the user when the file cannot be used
+    truth: str | None = None  # the true class, where it is known (a test image)
 
 
 def classify_upload(
     name: str, data: bytes, models: Models, k: int = 3, temperature: float = 1.0
-) -> ClassifiedUpload:
+) -> ClassifiedImage:
     """Decode one file and give every model's top-k; a bad file comes back with `error` set.
 
         result = classify_upload("cat.png", data, {"teacher": (teacher, classes)}, k=3)
@@ -291,13 +294,13 @@ def classify_upload(
     try:
         image = decode_image(data, name=name)
     except ImageDecodeError as error:
-        return ClassifiedUpload(name, error=str(error))
+        return ClassifiedImage(name, error=str(error))
     except Exception as error:  # anything Pillow did not foresee is still this file's problem
-        return ClassifiedUpload(name, error=f"{name} could not be read: {error}")
+        return ClassifiedImage(name, error=f"{name} could not be read: {error}")
     view = to_model_view(image)
     pixels = image_to_tensor(view)  # (3, 32, 32) uint8
     top = {
         model_name: top_k(predict(model, pixels, temperature)[0], list(classes), k)
         for model_name, (model, classes) in models.items()
     }
-    return ClassifiedUpload(name, image=image, view=view, top=top)
+    return ClassifiedImage(name, image=image, view=view, top=top)

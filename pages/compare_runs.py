@@ -24,6 +24,7 @@ from ui.runs_view import (
     percent,
     run_picker,
     run_title,
+    show_table,
     to_csv,
 )
 from ui.text import plain
@@ -72,7 +73,7 @@ def study_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "ours (%)": percent(row["our_acc"]),
             "± std": percent(row["our_std"]),
             "n": row["n"],
-            "seeds": ", ".join(map(str, row["seeds"])) or "–",
+            "seeds": ", ".join(map(str, sorted(row["seeds"]))) or "–",
             "arch": row["arch"],
             "stem": row["stem"] or "–",
             "epochs": row["epochs"],
@@ -99,7 +100,7 @@ def study_ui(records: Sequence[RunRecord]) -> None:
         "initialisation, T = 2 and alpha = 0.5, and a distilled student's teacher in its own row."
     )
     rows = study_rows(records, data, Protocol(teacher_arch=arch))
-    st.dataframe(study_table(rows), hide_index=True)
+    show_table(study_table(rows), hide_index=True)
     for row in rows:
         if row["command"]:
             st.caption(f"To fill “{plain(row['setting'])}”:")
@@ -257,7 +258,7 @@ if alone:
         f"{len(baseline.runs)} seed(s) ({', '.join(map(str, baseline.seeds))}). An empty gain: "
         "another data set, number of epochs or subset than the baseline's."
     )
-st.dataframe(bold_best(table, "final test acc (%)"), hide_index=True)
+show_table(bold_best(table, "final test acc (%)"), hide_index=True)
 st.download_button(
     "Table (CSV)",
     to_csv(table),

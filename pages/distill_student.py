@@ -28,6 +28,7 @@ from ui.runs_view import (
     run_picker,
     run_title,
     show_newest_active,
+    show_table,
     submit_ui,
     with_weights,
 )
@@ -182,7 +183,7 @@ def queue_view(queue) -> None:
         f"At most {queue.max_running} run(s) train at once ($KDCORE_MAX_RUNS); the others "
         "start in this order."
     )
-    st.dataframe(waiting, hide_index=True, key="distill.queue_table")
+    show_table(waiting, hide_index=True, key="distill.queue_table")
 
 
 st.title("Distil a student")

@@ -35,6 +35,7 @@ from ui.runs_view import (
     percent,
     run_picker,
     run_title,
+    show_table,
     to_csv,
     with_weights,
 )
@@ -213,7 +214,7 @@ def sweep_view(values: dict[str, Any], polling: bool) -> None:
         width="stretch",
     )
     table = summary_table(summary)
-    st.dataframe(table, hide_index=True, key="sweep.table")
+    show_table(table, hide_index=True, key="sweep.table")
     st.download_button(
         "Table (CSV)", to_csv(table), file_name=f"{values['id']}.csv", mime="text/csv",
         key="sweep.csv_btn",

@@ -26,7 +26,7 @@ from kdcore.inference import classify_upload
 from kdcore.runs import RunSpec, create_run, list_runs, load_run
 from kdcore.status import RunStatus, write_status
 from ui.context import get_queue
-from ui.runs_view import bold_best, chart_colors, run_title
+from ui.runs_view import EMPTY_CELL, bold_best, chart_colors, run_title
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -148,6 +148,10 @@ def test_home_shows_device_data_and_the_runs(trained):
     runs = at.dataframe[0].value
     assert sorted(runs["role"]) == ["distill", "student", "teacher"]
     assert set(runs["status"]) == {"finished"}
+    # what each run trains, so that runs of one name (a sweep's, a script's) tell apart
+    assert sorted(runs["what"]) == ["distilled T=4 α=0.5", "student alone",
+                                    "teacher cifarnet (scratch)"]  # fmt: skip
+    assert set(runs["epochs"]) == {1}
 
 
 def test_quick_start_trains_a_student_and_shows_it_live(empty_root):
@@ -247,6 +251,7 @@ def test_softened_outputs_show_kl_that_moves_with_temperature(trained):
 
 def test_classify_uploads_each_file_on_its_own(trained):
     at = open_page("classify_images")
+    at.radio(key="classify.source").set_value("upload").run()
     files = [("red.png", png_bytes(), "image/png"), ("empty.png", b"", "image/png"),
              ("notes.jpg", b"not an image at all", "image/jpeg"),
              ("blue.png", png_bytes((20, 20), (0, 0, 255)), "image/png")]  # fmt: skip
@@ -256,6 +261,29 @@ def test_classify_uploads_each_file_on_its_own(trained):
     errors = [shown_text(e.value) for e in at.error]
     assert len(errors) == 2 and "empty.png is empty" in errors[0] and "notes.jpg" in errors[1]
     assert len(at.get("plotly_chart")) == 4  # teacher and student top-k for the two good files
+
+
+def test_classify_shows_test_images_where_the_teacher_and_the_student_part(trained):
+    at = open_page("classify_images")  # test images first: nothing to upload
+    kinds = at.selectbox(key="classify.which").options
+    assert [kind.rsplit(" (", 1)[0] for kind in kinds] == [
+        "any image", "the teacher right, the student wrong", "the student right, the teacher wrong",
+        "the two disagree", "both wrong"]  # fmt: skip
+    assert kinds[0] == "any image (1,000)"  # the synthetic test split is smaller than the pool
+    assert len(at.get("plotly_chart")) == 2 * 6  # six images, each with both models' top-k
+    captions = " ".join(
+        shown_text(i.caption) for image in at.get("image") for i in image.proto.imgs
+    )
+    assert captions.count("test image") == 6 and "of 1,000, labelled pattern" in captions
+    first = [chart.proto.spec for chart in at.get("plotly_chart")]
+    at.button(key="classify.redraw_btn").click().run()
+    assert [chart.proto.spec for chart in at.get("plotly_chart")] != first  # other images
+    both_wrong = next(kind for kind in kinds if kind.startswith("both wrong"))
+    at.selectbox(key="classify.which").set_value(both_wrong).run()
+    titles = " ".join(chart.proto.spec for chart in at.get("plotly_chart"))
+    expected = min(6, int(both_wrong.rsplit("(", 1)[1].rstrip(")").replace(",", "")))
+    assert titles.count("teacher: wrong") == titles.count("student: wrong") == expected
+    assert "right" not in titles and not at.exception
 
 
 def test_classify_upload_refuses_bad_bytes_and_keeps_going(trained_root):
@@ -467,6 +495,8 @@ def test_text_from_users_is_shown_as_plain_text_on_every_page(trained_root, tmp_
         assert not at.exception, (page, [e.value for e in at.exception])
         assert_shown_as_plain_text(at)
     at.switch_page("pages/classify_images.py").run()
+    assert_shown_as_plain_text(at)  # the test images, under pickers of hostile run names
+    at.radio(key="classify.source").set_value("upload").run()
     files = [(f"{HOSTILE}.png", png_bytes(), "image/png"),
              (f"{HOSTILE}.jpg", b"not an image", "image/jpeg")]  # fmt: skip
     at.get("file_uploader")[0].set_value(files)
@@ -788,3 +818,14 @@ def test_a_shown_table_keeps_its_rounding_bolds_the_best_row_and_dashes_empty_ce
     bold_cells = re.findall(r"_row(\d+)_col\d+", " ".join(selector for selector, _ in bold))
     assert bold_cells == ["1"] * len(rows[0])  # every cell of the best row, no other
     assert "bold" not in bold_best([{"what": "a", "acc (%)": None}], "acc (%)").to_html()
+
+
+@pytest.mark.parametrize("page", [None, "compare_runs"])
+def test_every_table_shows_an_empty_cell_as_a_dash_not_none(trained, page):
+    """The browser shows a missing value as "None" unless the table names a placeholder; a
+    Styler's own na_rep does not reach it."""
+    at = open_page(page)
+    tables = at.dataframe
+    assert tables and all(table.proto.placeholder == EMPTY_CELL for table in tables)
+    if page:  # the runs side by side: no run held out a validation split
+        assert tables[0].value["final val acc (%)"].isna().all()

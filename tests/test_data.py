@@ -144,6 +144,9 @@ def test_source_status_for_each_kind(image_folder, tmp_path):
     no_archive = source_status(str(tmp_path / "absent.tar.gz"))
     assert (no_archive.kind, no_archive.ready) == ("archive", False)
     assert "does not exist" in no_archive.message
+    # pages go on after the message with a sentence of their own
+    for status in (source_status("synthetic"), folder, missing, archive, no_archive):
+        assert status.message.endswith("."), status.message
 
 
 def test_source_status_of_cifar10_before_download(tmp_path, monkeypatch):

@@ -206,8 +206,11 @@ def test_a_run_started_from_the_cli_is_live_and_stoppable_in_the_browser(page, s
     assert '"status": "stopped"' in out.decode()
 
 
-def test_classify_an_uploaded_image_with_teacher_and_student(page, server):
+def test_classify_test_images_then_an_upload_with_teacher_and_student(page, server):
     open_page(page, server, "classify_images")
+    wait_until(page, lambda: any(t.startswith("teacher: ") for t in chart_titles(page)),
+               "no test image classified")  # fmt: skip
+    page.get_by_text("upload", exact=True).click()
     image = Image.new("RGB", (64, 48), (220, 60, 60))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

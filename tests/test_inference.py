@@ -272,3 +272,67 @@ def test_temperature_sweep_columns():
     assert all(len(column) == 3 for column in sweep.values())
     assert sweep["teacher_entropy"][0] < sweep["teacher_entropy"][-1]
     assert sweep["kl"][-1] < sweep["kl"][0]
+
+
+# --- test images worth a look (kdcore.examples) ----------------------------------------------
+
+
+def one_hot_logits(guesses: list[int], classes: int = 3) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(guesses), classes).float() * 5
+
+
+def test_example_masks_pick_where_each_model_is_right_or_wrong():
+    from kdcore.examples import ANY_IMAGE, example_masks
+
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    logits = {
+        "teacher": one_hot_logits([0, 1, 0, 1, 1]),
+        "student": one_hot_logits([0, 2, 0, 2, 0]),
+    }
+    masks = {kind: mask.tolist() for kind, mask in example_masks(labels, logits).items()}
+    assert masks == {
+        ANY_IMAGE: [True] * 5,
+        "the teacher right, the student wrong": [False, True, False, False, True],
+        "the student right, the teacher wrong": [False] * 5,
+        "the two disagree": [False, True, False, True, True],
+        "both wrong": [False, False, True, True, False],
+    }
+    alone = example_masks(labels, {"student": logits["student"]})
+    assert alone["the student wrong"].tolist() == [False, True, True, True, True]
+    assert alone["the student right"].tolist() == [True, False, False, False, False]
+    with pytest.raises(ValueError, match="one model or two"):
+        example_masks(
+            labels, {"a": logits["teacher"], "b": logits["teacher"], "c": logits["teacher"]}
+        )
+
+
+def test_examples_are_drawn_from_the_mask_the_same_way_for_the_same_draw():
+    from kdcore.examples import draw_examples
+
+    mask = torch.arange(100) % 3 == 0
+    first = draw_examples(mask, 5, draw=0)
+    assert len(first) == 5 and mask[first].all() and first.tolist() == sorted(set(first.tolist()))
+    assert torch.equal(first, draw_examples(mask, 5, draw=0))
+    assert not torch.equal(first, draw_examples(mask, 5, draw=1))
+    assert draw_examples(mask, 50).tolist() == list(range(0, 100, 3))  # fewer match: all of them
+    assert len(draw_examples(torch.zeros(10, dtype=torch.bool), 4)) == 0
+    with pytest.raises(ValueError, match="at least one"):
+        draw_examples(mask, 0)
+
+
+def test_the_example_pool_is_fixed_and_each_example_carries_its_true_class():
+    from kdcore.data import ImageSet
+    from kdcore.examples import classified_examples, example_pool
+
+    images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
+    test = ImageSet(images, torch.arange(50) % 3, ("cat", "dog", "ship"))
+    pool = example_pool(test, size=20)
+    assert len(pool) == 20 and torch.equal(pool.images, example_pool(test, size=20).images)
+    assert example_pool(test, size=80) is test
+    logits = {"teacher": one_hot_logits(((pool.labels + 1) % 3).tolist())}  # always wrong
+    [result] = classified_examples(pool, [4], logits, k=2)
+    assert result.truth == ("cat", "dog", "ship")[int(pool.labels[4])]
+    assert result.name == "test image 5 of 20" and result.view.size == (32, 32)
+    assert result.view.tobytes() == pool.images[4].permute(1, 2, 0).numpy().tobytes()
+    [(guess, probability), _] = result.top["teacher"]
+    assert guess != result.truth and probability > 0.9

@@ -19,6 +19,8 @@ import torch
 from kdcore.batch_log import BatchLogTail
 from kdcore.checkpoints import load_model
 from kdcore.data import CIFAR10, DEFAULT_CIFAR10_ROOT, SYNTHETIC, ImageSet, load_split
+from kdcore.engine import predict_logits
+from kdcore.examples import example_pool
 from kdcore.runs import read_json, write_json
 from kdcore.scheduler import RunQueue
 
@@ -120,6 +122,22 @@ def cached_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A checkpoint's model in eval mode, reloaded when the file changes; CheckpointError if bad."""
     modified = path.stat().st_mtime_ns if path.is_file() else 0
     return _cached_model(str(path), modified)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _cached_pool_logits(path: str, modified_ns: int, source: str) -> torch.Tensor:
+    model, _ = _cached_model(path, modified_ns)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    pool = example_pool(cached_split(source, "test"))
+    return predict_logits(model, pool, device, batch_size=500).cpu()
+
+
+def cached_pool_logits(path: Path, source: str) -> torch.Tensor:
+    """A checkpoint's logits (N, C) for `source`'s example pool (kdcore.examples), computed once
+    per checkpoint file and source."""
+    modified = path.stat().st_mtime_ns if path.is_file() else 0
+    return _cached_pool_logits(str(path), modified, source)
 
 
 def device_summary() -> str:

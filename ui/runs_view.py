@@ -9,6 +9,8 @@ rerun.
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +24,7 @@ import streamlit as st
 from kdcore.execute import RESUMABLE, resume_run
 from kdcore.plots import learning_curves, live_run_figure, run_colors
 from kdcore.progress import format_seconds
-from kdcore.runs import ROLES, RunError, RunRecord, stop_requested_at
+from kdcore.runs import ROLES, RunError, RunRecord, RunSpec, stop_requested_at
 from kdcore.scheduler import RunQueue
 from kdcore.status import STATES
 from ui.context import POLL_SECONDS, batch_tail
@@ -36,6 +38,7 @@ SUBSET_HELP = (
     "Train on this many images drawn at random (the same ones for a given seed), for a quick "
     "try; 0 trains on all of them. The test set is always whole."
 )
+EMPTY_CELL = "–"  # how a table shows a missing number
 TOAST_KEY = "runs_view.toast"  # a toast to show after the rerun that follows an action
 PHASE_NAMES = {  # what a run's first phases mean, in the words of someone watching it
     "starting": "starting its process",
@@ -58,17 +61,21 @@ def name_input(key: str, help: str, placeholder: str | None = None) -> str:
 RUN_NAME_HELP = "Your name for this run: it heads the run wherever it is shown."
 
 
+def run_kind(spec: RunSpec) -> str:
+    """What a run trains: "teacher cifarnet (scratch)", "student alone", "distilled T=2 α=0.5"."""
+    if spec.role == "teacher":
+        stem = f", {spec.model_stem} stem" if spec.model_stem else ""
+        return f"teacher {spec.model_arch} ({spec.init}{stem})"
+    if spec.role == "student":
+        return "student alone"
+    mirrored = ", teacher + mirror" if spec.teacher_tta == "flip" else ""
+    return f"distilled T={spec.temperature:g} α={spec.alpha:g}{mirrored}"
+
+
 def run_title(record: RunRecord) -> str:
     """A short human name: what the run is, its best accuracy and the end of its id."""
     spec = record.spec
-    if spec.role == "teacher":
-        stem = f", {spec.model_stem} stem" if spec.model_stem else ""
-        what = f"teacher {spec.model_arch} ({spec.init}{stem})"
-    elif spec.role == "student":
-        what = "student alone"
-    else:
-        mirrored = ", teacher + mirror" if spec.teacher_tta == "flip" else ""
-        what = f"distilled T={spec.temperature:g} α={spec.alpha:g}{mirrored}"
+    what = run_kind(spec)
     # Only facts that no longer change: a picker's labels are not redrawn while a run trains.
     settled = not record.active
     best = f" · {record.best_test_acc:.1%}" if settled and record.best_test_acc is not None else ""
@@ -103,7 +110,9 @@ def bold_best(rows: Sequence[dict[str, Any]], column: str):
     """Rows as a pandas Styler for `st.dataframe`: the row(s) highest in `column` in bold, each
     number as rounded (a Styler would pad it to six decimals), an empty cell as a dash."""
     frame = pd.DataFrame(rows)
-    styler = frame.style.format(lambda v: f"{v:.6g}" if isinstance(v, float) else v, na_rep="–")
+    styler = frame.style.format(
+        lambda v: f"{v:.6g}" if isinstance(v, float) else v, na_rep=EMPTY_CELL
+    )
     if frame.empty or frame[column].isna().all():
         return styler
     best = frame[column].max()
@@ -129,6 +138,8 @@ def runs_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             "run": record.run_id,
             "role": record.spec.role,
             "label": record.spec.label,
+            "what": run_kind(record.spec),
+            "epochs": record.spec.epochs,
             "status": record.status,
             "progress": record.progress,
             "best test acc (%)": percent(record.best_test_acc),
@@ -151,7 +162,20 @@ def show_runs_table(records: Sequence[RunRecord], key: str, total: int | None = 
         return
     if total is not None and total != len(records):
         st.caption(f"{len(records)} of {total} runs match the filters.")
-    st.dataframe(runs_table(records), hide_index=True, column_config=RUN_TABLE_COLUMNS, key=key)
+    show_table(runs_table(records), hide_index=True, column_config=RUN_TABLE_COLUMNS, key=key)
+
+
+def show_table(data: Any, **kwargs: Any) -> Any:
+    """`st.dataframe` with empty cells shown as EMPTY_CELL rather than Streamlit's "None", where
+    this Streamlit has the option (its `placeholder`)."""
+    if "placeholder" in _dataframe_parameters():
+        kwargs.setdefault("placeholder", EMPTY_CELL)
+    return st.dataframe(data, **kwargs)
+
+
+@functools.cache
+def _dataframe_parameters() -> frozenset[str]:
+    return frozenset(inspect.signature(st.dataframe).parameters)
 
 
 @dataclass(frozen=True)
