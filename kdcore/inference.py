@@ -187,14 +187,19 @@ def logits(model: torch.nn.Module, images_uint8: torch.Tensor) -> torch.Tensor:
     batch = images_uint8.unsqueeze(0) if images_uint8.dim() == 3 else images_uint8
     if batch.dim() != 4 or batch.shape[1] != 3:
         raise ValueError(f"expected (3, H, W) or (B, 3, H, W), got {tuple(images_uint8.shape)}")
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
         return model(normalize(batch.to(device))).float().cpu()  # (B, C)
     finally:
         model.train(was_training)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are (the CPU for a model without any)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def predict(

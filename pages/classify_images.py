@@ -23,8 +23,9 @@ ui.startup.through_app()
 COLORS = {"teacher": TEACHER_COLOR, "student": STUDENT_COLOR}
 SOURCES = ("test images", "upload")
 
-init_state({"classify.k": 3, "classify.source": SOURCES[0], "classify.count": 6})
-st.session_state.setdefault("classify.draw", 0)
+init_state(
+    {"classify.k": 3, "classify.source": SOURCES[0], "classify.count": 6, "classify.draw": 0}
+)
 
 
 def models_ui() -> dict:

@@ -21,6 +21,7 @@ from kdcore.checkpoints import load_model
 from kdcore.data import CIFAR10, DEFAULT_CIFAR10_ROOT, SYNTHETIC, ImageSet, load_split
 from kdcore.engine import predict_logits
 from kdcore.examples import example_pool
+from kdcore.inference import model_device
 from kdcore.runs import read_json, write_json
 from kdcore.scheduler import RunQueue
 
@@ -127,10 +128,8 @@ def cached_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _cached_pool_logits(path: str, modified_ns: int, source: str) -> torch.Tensor:
     model, _ = _cached_model(path, modified_ns)
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
     pool = example_pool(cached_split(source, "test"))
-    return predict_logits(model, pool, device, batch_size=500).cpu()
+    return predict_logits(model, pool, model_device(model), batch_size=500).cpu()
 
 
 def cached_pool_logits(path: Path, source: str) -> torch.Tensor:
