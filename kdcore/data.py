@@ -73,10 +73,16 @@ class ImageSet:
         """A seeded random subset of `size` images (all of them when `size` is None or larger)."""
         if size is None or size >= len(self):
             return self
+        return self._take(self.subset_indices(size, seed))
+
+    def subset_indices(self, size: int | None, seed: int = 0) -> torch.Tensor:
+        """Where `subset(size, seed)`'s images sit in this set: (size,) int64, ascending."""
+        if size is None or size >= len(self):
+            return torch.arange(len(self))
         if size <= 0:
             raise DataError(f"A subset needs at least one image (got {size}).")
         keep = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:size]
-        return self._take(keep.sort().values)
+        return keep.sort().values
 
     def split_off(self, size: int) -> tuple[ImageSet, ImageSet]:
         """(the rest, a held-out split of `size` images), disjoint; the same split on every call.

@@ -1,6 +1,6 @@
 """Test images worth a look: where the teacher and the student are right, wrong or disagree.
 
-pool = example_pool(test)  # the same test images on every call
+pool = example_pool(test)  # the same test images on every call; example_indices: where in test
 logits = {"teacher": predict_logits(teacher, pool), "student": ...}  # (len(pool), C) each
 masks = example_masks(pool.labels, logits)
 shown = draw_examples(masks["the teacher right, the student wrong"], count=6, draw=0)
@@ -24,6 +24,17 @@ ANY_IMAGE = "any image"
 def example_pool(test: ImageSet, size: int = EXAMPLE_POOL) -> ImageSet:
     """A fixed random `size` of the test images (all of them if fewer), in split order."""
     return test.subset(size, seed=0)
+
+
+def example_indices(test: ImageSet, size: int = EXAMPLE_POOL) -> torch.Tensor:
+    """Where each image of `example_pool(test, size)` sits in the test split: (size,) int64."""
+    return test.subset_indices(size, seed=0)
+
+
+def place_in_class(labels: torch.Tensor, index: int) -> int:
+    """How many images of image `index`'s class come before it: its number within the class,
+    from 0, as a page that picks an image by class and number counts."""
+    return int((labels[:index] == labels[index]).sum())
 
 
 def example_masks(

@@ -6,16 +6,24 @@ import ui.startup  # first: see its docstring
 
 # isort: split
 import streamlit as st
+import torch
 
 from kdcore.checkpoints import CheckpointError
-from kdcore.data import source_status
-from kdcore.examples import classified_examples, draw_examples, example_masks, example_pool
+from kdcore.data import ImageSet, source_status
+from kdcore.examples import (
+    classified_examples,
+    draw_examples,
+    example_indices,
+    example_masks,
+    example_pool,
+    place_in_class,
+)
 from kdcore.inference import ACCEPTED_EXTENSIONS, ClassifiedImage, classify_upload
 from kdcore.plot_outputs import topk_bars
 from kdcore.plots import STUDENT_COLOR, TEACHER_COLOR
 from ui.context import cached_model, cached_pool_logits, cached_split, get_queue, init_state
-from ui.predictions import enlarge
-from ui.runs_view import run_picker, with_weights
+from ui.predictions import SOFTENED_PAGE, enlarge, softened_outputs_link
+from ui.runs_view import run_picker, run_title, with_weights
 from ui.text import plain
 
 ui.startup.through_app()
@@ -60,7 +68,8 @@ def models_ui() -> dict:
     return models
 
 
-def show_result(result: ClassifiedImage, index: int) -> None:
+def show_result(result: ClassifiedImage, index: int, link: dict[str, str] | None = None) -> None:
+    """One image's card; `link`: the Softened outputs page's settings for it, if it can open."""
     with st.container(border=True):
         if result.error:
             st.error(plain(result.error))
@@ -74,6 +83,14 @@ def show_result(result: ClassifiedImage, index: int) -> None:
             columns = st.columns([1, 2, 2])
             caption = f"{plain(result.name)}, labelled {plain(result.truth)}"
             columns[0].image(enlarge(result.view), caption=caption, width="stretch")
+            if link:
+                columns[0].page_link(
+                    SOFTENED_PAGE,
+                    label="Softened outputs",
+                    icon=":material/thermostat:",
+                    query_params=link,
+                    help="Both models' outputs on this image at any temperature T.",
+                )
             charts = columns[1:]
         for column, (name, rows) in zip(charts, result.top.items(), strict=False):
             column.plotly_chart(
@@ -135,8 +152,25 @@ def test_images_ui(models: dict, k: int) -> None:
     if len(shown) == 0:
         st.info("No test image of this pool matches that choice.")
         return
+    links = softened_links(test, example_indices(test)[shown], usable)
     for index, result in enumerate(classified_examples(pool, shown, logits, k)):
-        show_result(result, index)
+        show_result(result, index, links[index] if links else None)
+
+
+def softened_links(
+    test: ImageSet, split_indices: torch.Tensor, usable: dict
+) -> list[dict[str, str]] | None:
+    """For each image (its index in the test split), the Softened outputs page's settings that
+    show it with these two models; None unless both the teacher and the student are usable."""
+    if set(usable) != {"teacher", "student"}:
+        return None
+    teacher, student = run_title(usable["teacher"]), run_title(usable["student"])
+    return [
+        softened_outputs_link(
+            teacher, student, test.classes[int(test.labels[i])], place_in_class(test.labels, i)
+        )
+        for i in split_indices.tolist()
+    ]
 
 
 def uploads_ui(models: dict, k: int) -> None:

@@ -40,9 +40,9 @@ ALONE = "none: the student alone (baseline)"
 
 init_state(
     {
-        "distill.temperature": 4.0,
-        "distill.alpha": 0.5,
-        "distill.epochs": 10,
+        "distill.temperature": RunSpec.temperature,  # the CLI's defaults: the study's T and alpha
+        "distill.alpha": RunSpec.alpha,
+        "distill.epochs": RunSpec.epochs,
         "distill.subset": 0,
         "distill.seed": 0,
         "distill.teacher_flip": False,
@@ -71,7 +71,7 @@ def student_settings_ui(teacher_id: str | None, startable: bool = True) -> RunSp
     """T, alpha, epochs, subset, seed and Start; returns the spec when Start is pressed."""
     with st.form("distill.form"):
         name = name_input(
-            "distill.label", RUN_NAME_HELP, placeholder="e.g. T=4 from the resnet18 teacher"
+            "distill.label", RUN_NAME_HELP, placeholder="e.g. T=2 from the cifarnet teacher"
         )
         left, right = st.columns(2)
         temperature = left.slider(

@@ -152,6 +152,8 @@ def test_home_shows_device_data_and_the_runs(trained):
     assert sorted(runs["what"]) == ["distilled T=4 α=0.5", "student alone",
                                     "teacher cifarnet (scratch)"]  # fmt: skip
     assert set(runs["epochs"]) == {1}
+    # what a run is and how it did first: they show without scrolling the table sideways
+    assert list(runs.columns[:4]) == ["run", "label", "what", "best test acc (%)"]
 
 
 def test_quick_start_trains_a_student_and_shows_it_live(empty_root):
@@ -284,6 +286,34 @@ def test_classify_shows_test_images_where_the_teacher_and_the_student_part(train
     expected = min(6, int(both_wrong.rsplit("(", 1)[1].rstrip(")").replace(",", "")))
     assert titles.count("teacher: wrong") == titles.count("student: wrong") == expected
     assert "right" not in titles and not at.exception
+
+
+def test_a_classify_test_image_opens_on_the_softened_outputs_page_with_both_models(trained):
+    from urllib.parse import parse_qsl
+
+    at = open_page("classify_images")
+    alone = run_of_role(trained, "student")  # not the Softened page's first choice (the distilled)
+    at.selectbox(key="classify.student").set_value(alone).run()
+    links = [link.proto for link in at.get("page_link")]
+    assert len(links) == 6 and {link.page for link in links} == {"softened_outputs"}
+    captions = [i.caption for image in at.get("image") for i in image.proto.imgs]
+    settings = dict(parse_qsl(links[1].query_string))
+    assert f"labelled {settings['softened.class']}" in shown_text(captions[1])
+    teacher, student = at.selectbox(key="classify.teacher"), at.selectbox(key="classify.student")
+
+    softened = AppTest.from_file(APP, default_timeout=60).run()
+    softened.query_params.update(settings)  # the link, opened
+    softened.switch_page("pages/softened_outputs.py").run()
+    assert not softened.exception, [e.value for e in softened.exception]
+    assert softened.selectbox(key="softened.teacher").value == teacher.value
+    assert softened.selectbox(key="softened.student").value == student.value == alone
+    assert softened.radio(key="softened.source").value == "test image"
+    shown_class = softened.selectbox(key="softened.class")
+    assert shown_class.options[shown_class.index] == settings["softened.class"]
+    assert softened.number_input(key="softened.index").value == int(settings["softened.index"])
+
+    at.selectbox(key="classify.student").set_value("").run()  # no student: Softened needs two
+    assert not at.get("page_link") and at.get("plotly_chart")
 
 
 def test_classify_upload_refuses_bad_bytes_and_keeps_going(trained_root):
@@ -617,6 +647,9 @@ def test_the_forms_explain_alpha_t_epochs_and_the_subset():
                at.number_input(key="distill.subset")]  # fmt: skip
     for widget in widgets:
         assert widget.help and widget.help.endswith("."), widget.label
+    defaults = RunSpec(role="distill")  # the form starts where the CLI does: the study's T, alpha
+    assert [w.value for w in widgets[:3]] == [defaults.temperature, defaults.alpha, defaults.epochs]
+    assert (defaults.temperature, defaults.alpha) == (2.0, 0.5)
     at.switch_page("pages/train_teacher.py").run()
     assert at.number_input(key="teacher.epochs").help and at.number_input(key="teacher.subset").help
 

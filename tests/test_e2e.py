@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from PIL import Image
@@ -221,6 +221,21 @@ def test_classify_test_images_then_an_upload_with_teacher_and_student(page, serv
     wait_until(page, lambda: {"teacher", "student"} <= set(chart_titles(page)),
                "no top-k charts for both models")  # fmt: skip
     screenshot(page, "6_classify")
+
+
+def test_a_classify_test_image_opens_on_the_softened_outputs_page(page, server):
+    open_page(page, server, "classify_images")
+    links = page.locator('a[href*="softened_outputs?"]:visible')  # one on each test image's card
+    wait_until(page, lambda: links.count() == 6, "no Softened outputs link on the test images")
+    settings = dict(parse_qsl(urlsplit(links.nth(1).get_attribute("href")).query))
+    links.nth(1).click()
+    page.get_by_role("heading", name="Softened outputs").wait_for(timeout=30_000)
+    chosen = page.get_by_role("combobox", name="Class")
+    number = page.get_by_role("spinbutton", name=re.compile(r"^Image"))
+    wait_until(page, lambda: chosen.count() == 1 and number.count() == 1, "no image picker")
+    assert chosen.input_value() == settings["softened.class"]
+    assert number.input_value() == settings["softened.index"]
+    wait_until(page, lambda: "softened probabilities at T = 4" in chart_titles(page), "no chart")
 
 
 def test_a_sweep_fills_its_heatmap_and_a_click_on_a_cell_opens_its_runs(page, server):

@@ -336,3 +336,19 @@ def test_the_example_pool_is_fixed_and_each_example_carries_its_true_class():
     assert result.view.tobytes() == pool.images[4].permute(1, 2, 0).numpy().tobytes()
     [(guess, probability), _] = result.top["teacher"]
     assert guess != result.truth and probability > 0.9
+
+
+def test_each_pool_image_is_found_again_in_the_split_by_its_class_and_number():
+    from kdcore.data import ImageSet
+    from kdcore.examples import example_indices, example_pool, place_in_class
+
+    images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
+    test = ImageSet(images, torch.randint(0, 3, (50,), generator=torch.Generator().manual_seed(1)),
+                    ("cat", "dog", "ship"))  # fmt: skip
+    pool, where = example_pool(test, size=20), example_indices(test, size=20)
+    assert torch.equal(test.images[where], pool.images) and where.tolist() == sorted(where.tolist())
+    assert example_indices(test, size=80).tolist() == list(range(50))  # the pool is the split
+    for index in where.tolist():  # as the Softened outputs page finds an image: class, number
+        same_class = torch.nonzero(test.labels == test.labels[index]).flatten()
+        assert int(same_class[place_in_class(test.labels, index)]) == index
+    assert [place_in_class(torch.tensor([2, 0, 2, 2, 0]), i) for i in range(5)] == [0, 0, 1, 2, 1]

@@ -132,18 +132,19 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def runs_table(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """Rows for st.dataframe: one per run, newest first."""
+    """Rows for st.dataframe: one per run, newest first; what a run is and how it did come
+    first, so they show without scrolling sideways."""
     return [
         {
             "run": record.run_id,
-            "role": record.spec.role,
             "label": record.spec.label,
             "what": run_kind(record.spec),
-            "epochs": record.spec.epochs,
+            "best test acc (%)": percent(record.best_test_acc),
             "status": record.status,
             "progress": record.progress,
-            "best test acc (%)": percent(record.best_test_acc),
+            "epochs": record.spec.epochs,
             "started at": format_time(record.run_status.started_at or record.created_at),
+            "role": record.spec.role,
         }
         for record in records
     ]
