@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from kdcore.augment import normalize
-from kdcore.losses import check_temperature, soft_targets
+from kdcore.losses import check_temperature, distillation_terms, soft_targets
 
 ACCEPTED_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # Pillow format names
@@ -267,6 +267,38 @@ def temperature_sweep(
         sweep["teacher_entropy"].append(float(entropy(p_teacher)))
         sweep["student_entropy"].append(float(entropy(p_student)))
         sweep["kl"].append(float(kl_divergence(p_teacher, p_student)))
+    return sweep
+
+
+def loss_terms_sweep(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    temperatures: Sequence[float],
+    alpha: float,
+) -> dict[str, list[float]]:
+    """The study's loss on N images (logits (N, C), labels (N,)) at each T for one alpha, as
+    distillation weighs it: `soft` alpha * T^2 * KL, `hard` (1 - alpha) * CE, their sum `loss`,
+    and `soft_share`, the part of the loss that comes from the teacher (0 where the loss is 0).
+
+    sweep = loss_terms_sweep(s_logits, t_logits, labels, [1, 2, 4], alpha=0.5)
+    sweep.keys() == {"temperature", "soft", "hard", "loss", "soft_share"}
+    """
+    sweep: dict[str, list[float]] = {
+        "temperature": [],
+        "soft": [],
+        "hard": [],
+        "loss": [],
+        "soft_share": [],
+    }
+    for temperature in temperatures:
+        terms = distillation_terms(student_logits, teacher_logits, labels, temperature, alpha)
+        soft, hard = alpha * float(terms["soft"]), (1.0 - alpha) * float(terms["hard"])
+        sweep["temperature"].append(float(temperature))
+        sweep["soft"].append(soft)
+        sweep["hard"].append(hard)
+        sweep["loss"].append(soft + hard)
+        sweep["soft_share"].append(soft / (soft + hard) if soft + hard > 0 else 0.0)
     return sweep
 
 

@@ -71,26 +71,45 @@ def temperature_curves(
                     line={"color": color, "dash": dash},
                 )
             )
-    if current_temperature is not None:
-        fig.add_vline(
-            x=current_temperature,
-            line_dash="dash",
-            line_color="gray",
-            annotation_text=f"T = {current_temperature:g}",
-        )
-    if training_temperature is not None:
-        fig.add_vline(
-            x=training_temperature,
-            line_dash="dot",
-            line_color=STUDENT_COLOR,
-            annotation_text=f"student trained at T = {training_temperature:g}",
-            annotation_position="top right",
-            annotation_yshift=-18,  # under the current T's label when the two lines are close
-            annotation_font_color=STUDENT_COLOR,
-        )
+    _mark_temperatures(fig, current_temperature, training_temperature)
     fig.update_layout(title="entropy and KL as the temperature changes", hovermode="x unified")
     fig.update_xaxes(title="temperature T")
     fig.update_yaxes(title="nats")
+    return tidy(fig)
+
+
+def loss_terms_curves(
+    sweep: Mapping[str, Sequence[float]],
+    alpha: float,
+    current_temperature: float | None = None,
+    training_temperature: float | None = None,
+) -> go.Figure:
+    """The loss's two weighted terms and their sum as T moves (`loss_terms_sweep`'s output), a
+    line at the current T and one at the T the student was distilled at.
+
+    loss_terms_curves(loss_terms_sweep(s, t, y, temps, alpha=0.5), 0.5, current_temperature=2)
+    """
+    temperatures = list(sweep.get("temperature", []))
+    fig = go.Figure()
+    lines = (
+        ("soft", f"from the teacher: {alpha:g} × T²·KL", TEACHER_COLOR, "solid"),
+        ("hard", f"from the labels: {1 - alpha:g} × CE", STUDENT_COLOR, "solid"),
+        ("loss", "the loss", KL_COLOR, "dot"),
+    )
+    for key, label, color, dash in lines:
+        fig.add_trace(
+            go.Scatter(
+                x=temperatures,
+                y=list(sweep.get(key, [])),
+                name=label,
+                mode="lines",
+                line={"color": color, "dash": dash},
+            )
+        )
+    _mark_temperatures(fig, current_temperature, training_temperature)
+    fig.update_layout(title=f"the loss's terms at alpha = {alpha:g}", hovermode="x unified")
+    fig.update_xaxes(title="temperature T")
+    fig.update_yaxes(title="loss, mean over the images")
     return tidy(fig)
 
 
@@ -117,3 +136,24 @@ def topk_bars(
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(autorange="reversed")
     return tidy(fig)
+
+
+def _mark_temperatures(fig: go.Figure, current: float | None, training: float | None) -> None:
+    """A dashed line at the current T and a dotted one at the T the student was distilled at."""
+    if current is not None:
+        fig.add_vline(
+            x=current,
+            line_dash="dash",
+            line_color="gray",
+            annotation_text=f"T = {current:g}",
+        )
+    if training is not None:
+        fig.add_vline(
+            x=training,
+            line_dash="dot",
+            line_color=STUDENT_COLOR,
+            annotation_text=f"student trained at T = {training:g}",
+            annotation_position="top right",
+            annotation_yshift=-18,  # under the current T's label when the two lines are close
+            annotation_font_color=STUDENT_COLOR,
+        )

@@ -19,6 +19,8 @@ from kdcore.runs import (
 from kdcore.teacher_cache import cached_epoch_files
 from ui.context import TABLE_POLL_SECONDS, data_source, get_queue, init_state, set_widget_value
 from ui.runs_view import (
+    ALPHA_HELP,
+    ALPHA_LABEL,
     EPOCHS_HELP,
     RUN_NAME_HELP,
     SUBSET_HELP,
@@ -87,14 +89,13 @@ def student_settings_ui(teacher_id: str | None, startable: bool = True) -> RunSp
             disabled=teacher_id is None,
         )
         alpha = right.slider(
-            "alpha (weight of the teacher's soft targets)",
+            ALPHA_LABEL,
             0.0,
             1.0,
             step=0.05,
             key="distill.alpha",
             persist_state="session",
-            help="How much of the loss comes from matching the teacher's softened outputs; the "
-            "rest, 1 - alpha, from the true labels. 0 ignores the teacher, 1 ignores the labels.",
+            help=ALPHA_HELP,
             disabled=teacher_id is None,
         )
         epochs = left.number_input(

@@ -12,6 +12,7 @@ from PIL import Image
 
 from kdcore.checkpoints import CheckpointError
 from kdcore.data import source_status
+from kdcore.examples import example_pool
 from kdcore.inference import (
     ACCEPTED_EXTENSIONS,
     ImageDecodeError,
@@ -20,22 +21,30 @@ from kdcore.inference import (
     image_to_tensor,
     kl_divergence,
     logits,
+    loss_terms_sweep,
     softened_probabilities,
     temperature_sweep,
     to_model_view,
 )
-from kdcore.plot_outputs import softened_bars, temperature_curves
-from kdcore.runs import RunSpec
-from ui.context import cached_model, cached_split, get_queue, init_state
+from kdcore.plot_outputs import loss_terms_curves, softened_bars, temperature_curves
+from kdcore.runs import RunRecord, RunSpec
+from ui.context import cached_model, cached_pool_logits, cached_split, get_queue, init_state
 from ui.predictions import enlarge
-from ui.runs_view import run_picker, with_weights
+from ui.runs_view import ALPHA_HELP, ALPHA_LABEL, run_picker, with_weights
 from ui.text import plain
 
 ui.startup.through_app()
 
 SWEEP = np.geomspace(0.25, 20.0, 60).tolist()
 
-init_state({"softened.temperature": 4.0, "softened.source": "test image", "softened.index": 0})
+init_state(
+    {
+        "softened.temperature": 4.0,
+        "softened.source": "test image",
+        "softened.index": 0,
+        "softened.alpha": RunSpec.alpha,
+    }
+)
 
 
 def test_image_ui(data: str) -> Image.Image | None:
@@ -105,6 +114,48 @@ def training_temperature_text(spec: RunSpec, teacher_id: str) -> str:
     return (
         f"This student was distilled from {which} at T = {spec.temperature:g} "
         f"(alpha = {spec.alpha:g}): the dotted line on the curves above."
+    )
+
+
+def pool_loss_ui(
+    teacher: RunRecord,
+    student: RunRecord,
+    classes: list[str],
+    temperature: float,
+    alpha: float,
+    trained_at: float | None,
+) -> None:
+    """The loss distillation would give the student on the test pool, at this T and alpha."""
+    data = student.spec.data
+    status = source_status(data)
+    if not status.ready:
+        st.info(f"The student's data is not available here: {plain(status.message)}")
+        return
+    test = cached_split(data, "test")
+    if tuple(classes) != tuple(test.classes):
+        st.warning(f"These models were trained on other classes than {plain(data)} has.")
+        return
+    pool = example_pool(test)
+    with st.spinner(f"Predicting {len(pool):,} test images..."):
+        teacher_logits = cached_pool_logits(teacher.checkpoint("best"), data)
+        student_logits = cached_pool_logits(student.checkpoint("best"), data)
+    now = loss_terms_sweep(student_logits, teacher_logits, pool.labels, [temperature], alpha)
+    row = st.columns(4)
+    row[0].metric("from the teacher", f"{now['soft'][0]:.3f}")
+    row[1].metric("from the labels", f"{now['hard'][0]:.3f}")
+    row[2].metric("loss", f"{now['loss'][0]:.3f}")
+    row[3].metric("the teacher's share", f"{now['soft_share'][0]:.0%}")
+    sweep = loss_terms_sweep(student_logits, teacher_logits, pool.labels, SWEEP, alpha)
+    st.plotly_chart(
+        loss_terms_curves(sweep, alpha, temperature, training_temperature=trained_at),
+        key="softened.loss_chart",
+        width="stretch",
+    )
+    st.caption(
+        f"The student's loss on {len(pool):,} test images of {plain(data)} (those Classify "
+        f"images draws from), as distillation weighs it: alpha × T²·KL(teacher ‖ student) from "
+        f"the teacher plus (1 − alpha) × CE from the labels. These are the trained models, so "
+        f"this is the loss where training ended, not where it began."
     )
 
 
@@ -192,3 +243,16 @@ st.plotly_chart(
     width="stretch",
 )
 st.caption(training_temperature_text(student_spec, teacher_id))
+
+st.subheader("The loss at T and alpha")
+alpha = st.slider(
+    ALPHA_LABEL,
+    0.0,
+    1.0,
+    step=0.05,
+    key="softened.alpha",
+    persist_state="session",
+    bind="query-params",
+    help=ALPHA_HELP,
+)
+pool_loss_ui(queue.run(teacher_id), queue.run(student_id), classes, temperature, alpha, trained_at)

@@ -239,7 +239,7 @@ def test_compare_page_table_study_rows_and_downloads(trained):
 
 def test_softened_outputs_show_kl_that_moves_with_temperature(trained):
     at = open_page("softened_outputs")
-    assert len(at.get("plotly_chart")) == 2 and at.get("image")
+    assert len(at.get("plotly_chart")) == 3 and at.get("image")  # bars, T curves, loss terms
     kl_at_4 = at.metric[0].value
     at.slider(key="softened.temperature").set_value(1.0).run()
     assert at.metric[0].value != kl_at_4 and at.metric[0].label.endswith("nats")
@@ -248,7 +248,24 @@ def test_softened_outputs_show_kl_that_moves_with_temperature(trained):
     at.radio(key="softened.source").set_value("upload").run()
     at.get("file_uploader")[0].set_value(("red.png", png_bytes(), "image/png"))
     at.run()
-    assert not at.exception and len(at.get("plotly_chart")) == 2
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+
+
+def test_softened_outputs_weigh_the_loss_terms_by_alpha_on_the_test_pool(trained):
+    at = open_page("softened_outputs")
+    metrics = {metric.label: metric.value for metric in at.metric}
+    soft, hard = float(metrics["from the teacher"]), float(metrics["from the labels"])
+    assert soft > 0 and hard > 0 and float(metrics["loss"]) == pytest.approx(soft + hard, abs=2e-3)
+    assert metrics["the teacher's share"] == f"{soft / (soft + hard):.0%}"
+    assert at.slider(key="softened.alpha").value == RunSpec(role="distill").alpha
+    at.slider(key="softened.alpha").set_value(0.0).run()  # the labels only
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert metrics["from the teacher"] == "0.000" and metrics["the teacher's share"] == "0%"
+    assert float(metrics["from the labels"]) == pytest.approx(2 * hard, abs=2e-3)  # was 0.5 x CE
+    at.slider(key="softened.temperature").set_value(1.0).run()
+    assert {m.label: m.value for m in at.metric}["from the labels"] == metrics["from the labels"]
+    titles = [chart_specs(at)["softened.loss_chart"]["layout"]["title"]["text"]]
+    assert "alpha = 0" in titles[0] and not at.exception
 
 
 def test_classify_uploads_each_file_on_its_own(trained):

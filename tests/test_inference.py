@@ -352,3 +352,27 @@ def test_each_pool_image_is_found_again_in_the_split_by_its_class_and_number():
         same_class = torch.nonzero(test.labels == test.labels[index]).flatten()
         assert int(same_class[place_in_class(test.labels, index)]) == index
     assert [place_in_class(torch.tensor([2, 0, 2, 2, 0]), i) for i in range(5)] == [0, 0, 1, 2, 1]
+
+
+def test_the_loss_terms_sweep_weighs_the_studys_terms_by_alpha_at_each_temperature():
+    from kdcore.inference import loss_terms_sweep
+    from kdcore.losses import distillation_terms
+
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = (
+        torch.randn(64, 10, generator=generator),
+        torch.randn(64, 10, generator=generator),
+    )
+    labels = torch.randint(0, 10, (64,), generator=generator)
+    sweep = loss_terms_sweep(student, teacher, labels, [1.0, 4.0], alpha=0.3)
+    for i, temperature in enumerate([1.0, 4.0]):
+        terms = distillation_terms(student, teacher, labels, temperature, 0.3)
+        assert sweep["soft"][i] == pytest.approx(0.3 * float(terms["soft"]))
+        assert sweep["hard"][i] == pytest.approx(0.7 * float(terms["hard"]))
+        assert sweep["loss"][i] == pytest.approx(float(terms["loss"]))
+        assert sweep["soft_share"][i] == pytest.approx(sweep["soft"][i] / sweep["loss"][i])
+    assert sweep["temperature"] == [1.0, 4.0] and sweep["hard"][0] == sweep["hard"][1]
+    assert loss_terms_sweep(student, teacher, labels, [2.0], alpha=0.0)["soft_share"] == [0.0]
+    assert loss_terms_sweep(student, teacher, labels, [2.0], alpha=1.0)["soft_share"] == [1.0]
+    same = loss_terms_sweep(student, student, labels, [2.0], alpha=1.0)  # nothing to learn
+    assert same["loss"] == [pytest.approx(0.0, abs=1e-6)] and same["soft_share"][0] <= 1.0

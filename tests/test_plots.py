@@ -13,7 +13,7 @@ from kdcore.plot_evaluation import (
     reliability_diagram,
     sweep_heatmap,
 )
-from kdcore.plot_outputs import softened_bars, temperature_curves, topk_bars
+from kdcore.plot_outputs import loss_terms_curves, softened_bars, temperature_curves, topk_bars
 from kdcore.plots import (
     MAX_BATCH_POINTS,
     RUN_COLORS,
@@ -315,6 +315,17 @@ def test_temperature_curves_mark_the_students_training_temperature():
     assert [shape.x0 for shape in fig.layout.shapes] == [2.0, 4.0]
     assert "student trained at T = 4" in [note.text for note in fig.layout.annotations]
     assert fig.layout.shapes[1].line.color == STUDENT_COLOR
+
+
+def test_loss_terms_curves_name_each_term_with_its_weight_and_mark_both_temperatures():
+    sweep = {"temperature": [1.0, 2.0, 4.0], "soft": [0.1, 0.3, 0.4], "hard": [0.2] * 3,
+             "loss": [0.3, 0.5, 0.6]}  # fmt: skip
+    fig = loss_terms_curves(sweep, 0.3, current_temperature=2.0, training_temperature=4.0)
+    names = [trace.name for trace in fig.data]
+    assert names == ["from the teacher: 0.3 × T²·KL", "from the labels: 0.7 × CE", "the loss"]
+    assert list(fig.data[2].y) == [0.3, 0.5, 0.6] and "alpha = 0.3" in fig.layout.title.text
+    assert [shape.x0 for shape in fig.layout.shapes] == [2.0, 4.0]
+    assert len(loss_terms_curves(sweep, 0.3).layout.shapes) == 0
 
 
 def test_topk_bars_horizontal_best_first():

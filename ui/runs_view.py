@@ -38,6 +38,11 @@ SUBSET_HELP = (
     "Train on this many images drawn at random (the same ones for a given seed), for a quick "
     "try; 0 trains on all of them. The test set is always whole."
 )
+ALPHA_LABEL = "alpha (weight of the teacher's soft targets)"
+ALPHA_HELP = (
+    "How much of the loss comes from matching the teacher's softened outputs; the rest, "
+    "1 - alpha, from the true labels. 0 ignores the teacher, 1 ignores the labels."
+)
 EMPTY_CELL = "–"  # how a table shows a missing number
 TOAST_KEY = "runs_view.toast"  # a toast to show after the rerun that follows an action
 PHASE_NAMES = {  # what a run's first phases mean, in the words of someone watching it
