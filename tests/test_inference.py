@@ -359,10 +359,7 @@ def test_the_loss_terms_sweep_weighs_the_studys_terms_by_alpha_at_each_temperatu
     from kdcore.losses import distillation_terms
 
     generator = torch.Generator().manual_seed(0)
-    student, teacher = (
-        torch.randn(64, 10, generator=generator),
-        torch.randn(64, 10, generator=generator),
-    )
+    student, teacher = torch.randn(2, 64, 10, generator=generator)  # logits (64, 10) each
     labels = torch.randint(0, 10, (64,), generator=generator)
     sweep = loss_terms_sweep(student, teacher, labels, [1.0, 4.0], alpha=0.3)
     for i, temperature in enumerate([1.0, 4.0]):
