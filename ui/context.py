@@ -121,8 +121,12 @@ def _cached_model(path: str, modified_ns: int) -> tuple[torch.nn.Module, dict[st
 
 def cached_model(path: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A checkpoint's model in eval mode, reloaded when the file changes; CheckpointError if bad."""
-    modified = path.stat().st_mtime_ns if path.is_file() else 0
-    return _cached_model(str(path), modified)
+    return _cached_model(str(path), _modified_ns(path))
+
+
+def _modified_ns(path: Path) -> int:
+    """The file's modification time, a cache key that changes when the file is rewritten."""
+    return path.stat().st_mtime_ns if path.is_file() else 0
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -135,8 +139,7 @@ def _cached_pool_logits(path: str, modified_ns: int, source: str) -> torch.Tenso
 def cached_pool_logits(path: Path, source: str) -> torch.Tensor:
     """A checkpoint's logits (N, C) for `source`'s example pool (kdcore.examples), computed once
     per checkpoint file and source."""
-    modified = path.stat().st_mtime_ns if path.is_file() else 0
-    return _cached_pool_logits(str(path), modified, source)
+    return _cached_pool_logits(str(path), _modified_ns(path), source)
 
 
 def device_summary() -> str:
