@@ -29,7 +29,7 @@ from typing import Any
 from kdcore.data import CIFAR10_CLASSES, DataError, list_source, same_source
 from kdcore.losses import DEFAULT_ALPHA, DEFAULT_TEMPERATURE
 from kdcore.models import is_resnet
-from kdcore.runs import RunRecord
+from kdcore.runs import RunRecord, RunSpec
 
 STUDY_TEACHER_ARCH = "resnet101"
 
@@ -79,8 +79,8 @@ def study_rows(
     """The five rows, each with the study's accuracy and ours on `data` under `protocol`.
 
     Ours is the mean final test accuracy over seeds (`our_acc`, `our_std` with two seeds or
-    more, `n`, `seeds`, `run_ids`); a row with no run has `our_acc` None and the `command` that
-    makes one. Accuracies are fractions.
+    more, `n`, `seeds`, `run_ids`); a row with no run has `our_acc` None, the `command` that
+    makes one and, where it can start now, its RunSpec (`spec`). Accuracies are fractions.
     """
     cifar = _has_cifar10_classes(data)
     teachers = {r.run_id: r for r in records if r.spec.role == "teacher"}
@@ -106,6 +106,7 @@ def study_rows(
                 "epochs": _epochs(result.key, protocol),
                 "subset": protocol.train_subset or "full",
                 "command": None if runs else _command(result.key, data, protocol, rows, cifar),
+                "spec": None if runs or not cifar else _spec(result.key, data, protocol, rows),
             }
         )
     return rows
@@ -219,6 +220,30 @@ def _stem(runs: Sequence[RunRecord], key: str, teachers: dict[str, RunRecord]) -
     specs = [r.spec if key.startswith("teacher") else teachers[r.spec.teacher].spec for r in runs]
     stems = sorted({spec.model_stem for spec in specs if spec.model_stem})
     return ", ".join(stems) or None
+
+
+def _spec(key: str, data: str, protocol: Protocol, rows_so_far: list) -> RunSpec | None:
+    """The run that fills an empty row, as `_command` spells it; None where the row cannot be
+    filled yet (an arch without ImageNet weights, a distilled row whose teacher row is empty)."""
+    common = {"data": data, "train_subset": protocol.train_subset, "val_split": protocol.val_split}
+    arch = protocol.teacher_arch
+    if key.startswith("teacher"):
+        init = "imagenet" if key == "teacher_imagenet" else "scratch"
+        if init == "imagenet" and not is_resnet(arch):
+            return None
+        label = f"study teacher ({init})"
+        return RunSpec(role="teacher", arch=arch, init=init, epochs=protocol.teacher_epochs,
+                       label=label, **common)  # fmt: skip
+    if key == "student_alone":
+        label = "study student alone"
+        return RunSpec(role="student", epochs=protocol.epochs, label=label, **common)
+    init = "scratch" if key == "distill_scratch" else "imagenet"
+    teacher = rows_so_far[0 if init == "scratch" else 1]["run_id"]
+    if teacher is None:
+        return None
+    return RunSpec(role="distill", teacher=teacher, epochs=protocol.epochs,
+                   temperature=protocol.temperature, alpha=protocol.alpha,
+                   label=f"study student from {init} teacher", **common)  # fmt: skip
 
 
 def _command(key: str, data: str, protocol: Protocol, rows_so_far: list, cifar: bool) -> str:

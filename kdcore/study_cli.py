@@ -94,4 +94,4 @@ def print_table(rows: list[dict], protocol: Protocol) -> None:
             ours = f"{row['our_acc']:.2%}{spread} (n={row['n']})"
         what = ", ".join(row["run_ids"]) or row["command"]
         print(f"{row['setting']:44s} {row['study_acc']:7.2%} {ours:>16s}  {row['arch']}: {what}")
-    print(json.dumps(rows))
+    print(json.dumps([{**row, "spec": row["spec"] and row["spec"].to_dict()} for row in rows]))

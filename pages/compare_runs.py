@@ -14,17 +14,20 @@ from kdcore.evaluation import read_evaluation
 from kdcore.models import TEACHER_ARCHS
 from kdcore.plot_evaluation import confusion_heatmap, per_class_accuracy, reliability_diagram
 from kdcore.plots import distillation_terms_figure, learning_curves
-from kdcore.runs import RunRecord
+from kdcore.runs import RunRecord, RunSpec
 from kdcore.study import STUDY_TEACHER_ARCH, Protocol, baseline_like, study_rows
 from ui.context import data_source, get_queue, init_state, set_widget_value
 from ui.runs_view import (
+    TOAST_KEY,
     bold_best,
     chart_colors,
     legend_below,
     percent,
     run_picker,
     run_title,
+    show_pending_toast,
     show_table,
+    submit_ui,
     to_csv,
 )
 from ui.text import plain
@@ -88,6 +91,7 @@ def study_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def study_ui(records: Sequence[RunRecord]) -> None:
     """The study's rows beside ours, from runs in its protocol only, and what fills the others."""
     st.subheader("The study's five settings beside ours")
+    show_pending_toast()  # a study run just queued
     arch = st.selectbox(
         "Teachers", TEACHER_ARCHS, index=TEACHER_ARCHS.index(STUDY_TEACHER_ARCH),
         key="compare.study_arch", bind="query-params",
@@ -101,10 +105,28 @@ def study_ui(records: Sequence[RunRecord]) -> None:
     )
     rows = study_rows(records, data, Protocol(teacher_arch=arch))
     show_table(study_table(rows), hide_index=True)
-    for row in rows:
+    for index, row in enumerate(rows):
         if row["command"]:
             st.caption(f"To fill “{plain(row['setting'])}”:")
-            st.code(row["command"], language="bash")
+            command, start = st.columns([6, 1], vertical_alignment="center")
+            command.code(row["command"], language="bash")
+            if row["spec"] is not None:
+                with start:
+                    start_study_run_ui(row["spec"], records, key=f"compare.study_start_{index}_btn")
+
+
+def start_study_run_ui(spec: RunSpec, records: Sequence[RunRecord], key: str) -> None:
+    """Start, in the background, the run that fills a study row; one at a time per row."""
+    active = next((r for r in records if r.active and r.spec == spec), None)
+    if active is not None:
+        st.caption(f"{plain(active.status)}: {plain(active.run_id[-4:])}")
+        return
+    if st.button("Start", key=key, help="Train this run in the background, as the command "
+                 "would; the row fills when it finishes."):  # fmt: skip
+        run_id = submit_ui(get_queue(), lambda: spec)
+        if run_id:
+            st.session_state[TOAST_KEY] = f"Queued {run_id}; it fills the row when it finishes."
+            st.rerun()
 
 
 def _rounded(value: float | None) -> float | None:

@@ -107,6 +107,21 @@ def image_folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def cifar_named_folder(tmp_path: Path) -> Path:
+    """A tiny image folder with CIFAR-10's class names (the study's rows need its classes)."""
+    from kdcore.data import CIFAR10_CLASSES
+
+    root = tmp_path / "cifar-like"
+    for split, count in (("train", 6), ("test", 2)):
+        for k, name in enumerate(CIFAR10_CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                colour = (25 * k, 40 * i % 255, 200 - 15 * k)
+                Image.new("RGB", (32, 32), colour).save(root / split / name / f"{i}.png")
+    return root
+
+
+@pytest.fixture
 def fast_synthetic(monkeypatch: pytest.MonkeyPatch, synthetic_train, synthetic_test):
     """Runs on `synthetic` reuse the session's arrays and test on 200 images (speed only)."""
     import kdcore.execute

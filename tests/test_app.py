@@ -333,6 +333,28 @@ def test_a_classify_test_image_opens_on_the_softened_outputs_page_with_both_mode
     assert not at.get("page_link") and at.get("plotly_chart")
 
 
+def test_an_empty_study_row_starts_its_run_from_the_compare_page(
+    trained_root, empty_root, cifar_named_folder, monkeypatch
+):
+    shutil.copytree(trained_root, empty_root, dirs_exist_ok=True)  # runs with curves to compare
+    monkeypatch.setenv("KDCORE_DATA", str(cifar_named_folder))  # the CIFAR-10 classes
+    at = open_page("compare_runs")
+    starts = [b.key for b in at.button if b.key and b.key.startswith("compare.study_start_")]
+    # resnet101 teachers from scratch and from ImageNet, the student alone; a distilled row
+    # waits for its teacher
+    assert starts == [f"compare.study_start_{i}_btn" for i in (0, 1, 4)]
+    at.selectbox(key="compare.study_arch").set_value("cifarnet").run()  # no ImageNet weights
+    assert [b.key for b in at.button if b.key and "study_start" in b.key] == [
+        "compare.study_start_0_btn", "compare.study_start_4_btn"]  # fmt: skip
+    at.button(key="compare.study_start_4_btn").click().run()
+    assert not at.exception and not at.error
+    queued = [r for r in get_queue().runs() if r.spec.label == "study student alone"]
+    assert len(queued) == 1 and queued[0].spec.data == str(cifar_named_folder)
+    assert (queued[0].spec.epochs, queued[0].spec.train_subset) == (10, None)
+    at.run()  # queued or training: no second start; finished: the row is filled
+    assert "compare.study_start_4_btn" not in [b.key for b in at.button]
+
+
 def test_classify_upload_refuses_bad_bytes_and_keeps_going(trained_root):
     from kdcore.checkpoints import load_model
 

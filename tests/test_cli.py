@@ -209,22 +209,9 @@ def test_module_entry_point_runs(tmp_path):
     assert completed.returncode == 0, completed.stderr
 
 
-def cifar_named_folder(root: Path) -> Path:
-    """A tiny folder with CIFAR-10's class names (the study's rows need its classes)."""
-    from PIL import Image
-
-    from kdcore.data import CIFAR10_CLASSES
-
-    for split, count in (("train", 6), ("test", 2)):
-        for k, name in enumerate(CIFAR10_CLASSES):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                colour = (25 * k, 40 * i % 255, 200 - 15 * k)
-                Image.new("RGB", (32, 32), colour).save(root / split / name / f"{i}.png")
-    return root
-
-
-def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, monkeypatch):
+def test_study_trains_every_row_it_can_and_prints_the_table(
+    tmp_path, capsys, monkeypatch, cifar_named_folder
+):
     import urllib.error
 
     import torchvision.models._api
@@ -233,7 +220,7 @@ def test_study_trains_every_row_it_can_and_prints_the_table(tmp_path, capsys, mo
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
-    out, data = tmp_path / "runs", cifar_named_folder(tmp_path / "cifar-like")
+    out, data = tmp_path / "runs", cifar_named_folder
     args = ["study", "--arch", "resnet18", "--stem", "imagenet", "--teacher-epochs", "1",
             "--epochs", "1", "--batch-size", "32", "--data-dir", str(data)]  # fmt: skip
     assert main([*args, "--out", str(out)]) == 0

@@ -121,3 +121,31 @@ def test_the_baseline_is_every_seed_of_the_same_settings_and_gains_are_over_its_
     assert baseline.gain(distilled) == pytest.approx(0.03)
     assert baseline.gain(short) is None  # other epochs: not comparable
     assert baseline_like(other, [*alone, other]).seeds == [0]
+
+
+def test_an_empty_row_gives_the_run_that_fills_it_once_it_has_finished():
+    def fill(rows, key_setting: str, run_id: str, **extra) -> RunRecord:
+        spec = rows[key_setting]["spec"]
+        assert spec is not None, key_setting
+        return run(run_id, 0.7, **{**spec.to_dict(), **extra})
+
+    rows = by_setting(study_rows([], DATA))
+    assert rows["student distilled from the scratch teacher"]["spec"] is None  # no teacher yet
+    assert rows["teacher from ImageNet weights"]["spec"].init == "imagenet"
+    records = [fill(rows, "teacher from scratch", "t"), fill(rows, "student alone", "s")]
+    rows = by_setting(study_rows(records, DATA))
+    assert (
+        rows["teacher from scratch"]["run_ids"] == ["t"]
+        and rows["teacher from scratch"]["spec"] is None
+    )
+    assert rows["student alone"]["run_ids"] == ["s"]
+    distilled = rows["student distilled from the scratch teacher"]["spec"]
+    assert (distilled.teacher, distilled.temperature, distilled.alpha) == ("t", 2.0, 0.5)
+    records.append(fill(rows, "student distilled from the scratch teacher", "d"))
+    assert by_setting(study_rows(records, DATA))["student distilled from the scratch teacher"][
+        "run_ids"] == ["d"]  # fmt: skip
+    protocol = Protocol(teacher_arch="cifarnet", train_subset=500)
+    rows = by_setting(study_rows([], DATA, protocol))
+    assert rows["teacher from ImageNet weights"]["spec"] is None  # cifarnet has no ImageNet weights
+    assert rows["teacher from scratch"]["spec"].train_subset == 500
+    assert all(row["spec"] is None for row in study_rows([], "synthetic"))  # not CIFAR-10's classes
