@@ -161,13 +161,20 @@ def softened_links(
     test: ImageSet, split_indices: torch.Tensor, usable: dict
 ) -> list[dict[str, str]] | None:
     """For each image (its index in the test split), the Softened outputs page's settings that
-    show it with these two models; None unless both the teacher and the student are usable."""
+    show it with these two models, at the T a distilled student learnt at; None unless both the
+    teacher and the student are usable."""
     if set(usable) != {"teacher", "student"}:
         return None
     teacher, student = run_title(usable["teacher"]), run_title(usable["student"])
+    spec = usable["student"].spec
+    trained_at = spec.temperature if spec.role == "distill" else None  # what it learnt from
     return [
         softened_outputs_link(
-            teacher, student, test.classes[int(test.labels[i])], place_in_class(test.labels, i)
+            teacher,
+            student,
+            test.classes[int(test.labels[i])],
+            place_in_class(test.labels, i),
+            temperature=trained_at,
         )
         for i in split_indices.tolist()
     ]

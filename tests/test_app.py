@@ -328,6 +328,16 @@ def test_a_classify_test_image_opens_on_the_softened_outputs_page_with_both_mode
     shown_class = softened.selectbox(key="softened.class")
     assert shown_class.options[shown_class.index] == settings["softened.class"]
     assert softened.number_input(key="softened.index").value == int(settings["softened.index"])
+    assert "softened.temperature" not in settings  # a student alone: the page's own T
+
+    distilled = run_of_role(trained, "distill")  # distilled at T = 4: the link opens at its T
+    at.selectbox(key="classify.student").set_value(distilled).run()
+    link = dict(parse_qsl(at.get("page_link")[0].proto.query_string))
+    assert link["softened.temperature"] == "4"
+    opened = AppTest.from_file(APP, default_timeout=60).run()  # the page reads T from a link
+    opened.query_params.update({**link, "softened.temperature": "2.5"})
+    opened.switch_page("pages/softened_outputs.py").run()
+    assert opened.slider(key="softened.temperature").value == 2.5
 
     at.selectbox(key="classify.student").set_value("").run()  # no student: Softened needs two
     assert not at.get("page_link") and at.get("plotly_chart")
