@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from kdcore.evaluation import read_evaluation
 from kdcore.models import TEACHER_ARCHS
@@ -111,18 +112,24 @@ def study_ui(records: Sequence[RunRecord]) -> None:
             command, start = st.columns([6, 1], vertical_alignment="center")
             command.code(row["command"], language="bash")
             if row["spec"] is not None:
-                with start:
-                    start_study_run_ui(row["spec"], records, key=f"compare.study_start_{index}_btn")
+                key = f"compare.study_start_{index}_btn"
+                start_study_run_ui(row["spec"], records, start, key=key)
 
 
-def start_study_run_ui(spec: RunSpec, records: Sequence[RunRecord], key: str) -> None:
-    """Start, in the background, the run that fills a study row; one at a time per row."""
-    active = next((r for r in records if r.active and r.spec == spec), None)
-    if active is not None:
-        st.caption(f"{plain(active.status)}: {plain(active.run_id[-4:])}")
+def start_study_run_ui(
+    spec: RunSpec, records: Sequence[RunRecord], column: DeltaGenerator, key: str
+) -> None:
+    """Start, in the background and in `column`, the run that fills a study row; one at a time
+    per row. The last try's error shows below (ImageNet weights offline, say)."""
+    tries = [r for r in records if r.spec == spec]  # newest first
+    if tries and tries[0].active:
+        column.caption(f"{plain(tries[0].status)}: {plain(tries[0].run_id[-4:])}")
         return
-    if st.button("Start", key=key, help="Train this run in the background, as the command "
-                 "would; the row fills when it finishes."):  # fmt: skip
+    if tries and tries[0].status == "failed":
+        error = tries[0].run_status.error or "no reason recorded"
+        st.caption(f"The last try failed: {plain(error)}")
+    if column.button("Start", key=key, help="Train this run in the background, as the command "
+                     "would; the row fills when it finishes."):  # fmt: skip
         run_id = submit_ui(get_queue(), lambda: spec)
         if run_id:
             st.session_state[TOAST_KEY] = f"Queued {run_id}; it fills the row when it finishes."

@@ -346,13 +346,19 @@ def test_a_classify_test_image_opens_on_the_softened_outputs_page_with_both_mode
 def test_an_empty_study_row_starts_its_run_from_the_compare_page(
     trained_root, empty_root, cifar_named_folder, monkeypatch
 ):
+    from kdcore.study import study_rows
+
     shutil.copytree(trained_root, empty_root, dirs_exist_ok=True)  # runs with curves to compare
     monkeypatch.setenv("KDCORE_DATA", str(cifar_named_folder))  # the CIFAR-10 classes
+    imagenet = study_rows([], str(cifar_named_folder))[1]["spec"]  # a try that failed offline
+    failed = create_run(imagenet, empty_root)
+    write_status(empty_root / failed, RunStatus(state="failed", error="no ImageNet weights here"))
     at = open_page("compare_runs")
     starts = [b.key for b in at.button if b.key and b.key.startswith("compare.study_start_")]
-    # resnet101 teachers from scratch and from ImageNet, the student alone; a distilled row
-    # waits for its teacher
+    # resnet101 teachers from scratch and from ImageNet (again), the student alone; a distilled
+    # row waits for its teacher
     assert starts == [f"compare.study_start_{i}_btn" for i in (0, 1, 4)]
+    assert "The last try failed: no ImageNet weights here" in [c.value for c in at.caption]
     at.selectbox(key="compare.study_arch").set_value("cifarnet").run()  # no ImageNet weights
     assert [b.key for b in at.button if b.key and "study_start" in b.key] == [
         "compare.study_start_0_btn", "compare.study_start_4_btn"]  # fmt: skip
