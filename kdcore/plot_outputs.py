@@ -53,25 +53,12 @@ def temperature_curves(
 
     temperature_curves(temperature_sweep(t_logits, s_logits, temps), 2.0, training_temperature=4)
     """
-    temperatures = list(sweep.get("temperature", []))
-    fig = go.Figure()
     lines = (
         ("teacher_entropy", "teacher entropy", TEACHER_COLOR, "solid"),
         ("student_entropy", "student entropy", STUDENT_COLOR, "solid"),
         ("kl", "KL(teacher || student)", KL_COLOR, "dot"),
     )
-    for key, label, color, dash in lines:
-        if key in sweep:
-            fig.add_trace(
-                go.Scatter(
-                    x=temperatures,
-                    y=list(sweep[key]),
-                    name=label,
-                    mode="lines",
-                    line={"color": color, "dash": dash},
-                )
-            )
-    _mark_temperatures(fig, current_temperature, training_temperature)
+    fig = _curves_over_temperature(sweep, lines, current_temperature, training_temperature)
     fig.update_layout(title="entropy and KL as the temperature changes", hovermode="x unified")
     fig.update_xaxes(title="temperature T")
     fig.update_yaxes(title="nats")
@@ -89,24 +76,12 @@ def loss_terms_curves(
 
     loss_terms_curves(loss_terms_sweep(s, t, y, temps, alpha=0.5), 0.5, current_temperature=2)
     """
-    temperatures = list(sweep.get("temperature", []))
-    fig = go.Figure()
     lines = (
         ("soft", f"from the teacher: {alpha:g} × T²·KL", TEACHER_COLOR, "solid"),
         ("hard", f"from the labels: {1 - alpha:g} × CE", STUDENT_COLOR, "solid"),
         ("loss", "the loss", KL_COLOR, "dot"),
     )
-    for key, label, color, dash in lines:
-        fig.add_trace(
-            go.Scatter(
-                x=temperatures,
-                y=list(sweep.get(key, [])),
-                name=label,
-                mode="lines",
-                line={"color": color, "dash": dash},
-            )
-        )
-    _mark_temperatures(fig, current_temperature, training_temperature)
+    fig = _curves_over_temperature(sweep, lines, current_temperature, training_temperature)
     fig.update_layout(title=f"the loss's terms at alpha = {alpha:g}", hovermode="x unified")
     fig.update_xaxes(title="temperature T")
     fig.update_yaxes(title="loss, mean over the images")
@@ -138,8 +113,26 @@ def topk_bars(
     return tidy(fig)
 
 
-def _mark_temperatures(fig: go.Figure, current: float | None, training: float | None) -> None:
-    """A dashed line at the current T and a dotted one at the T the student was distilled at."""
+def _curves_over_temperature(
+    sweep: Mapping[str, Sequence[float]],
+    lines: Sequence[tuple[str, str, str, str]],
+    current: float | None,
+    training: float | None,
+) -> go.Figure:
+    """One line per (key, name, colour, dash) that `sweep` holds, over `sweep["temperature"]`;
+    a dashed line at the current T and a dotted one at the T the student was distilled at."""
+    fig = go.Figure()
+    for key, label, color, dash in lines:
+        if key in sweep:
+            fig.add_trace(
+                go.Scatter(
+                    x=list(sweep.get("temperature", [])),
+                    y=list(sweep[key]),
+                    name=label,
+                    mode="lines",
+                    line={"color": color, "dash": dash},
+                )
+            )
     if current is not None:
         fig.add_vline(
             x=current,
@@ -157,3 +150,4 @@ def _mark_temperatures(fig: go.Figure, current: float | None, training: float | 
             annotation_yshift=-18,  # under the current T's label when the two lines are close
             annotation_font_color=STUDENT_COLOR,
         )
+    return fig

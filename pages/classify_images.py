@@ -127,10 +127,7 @@ def test_images_ui(models: dict, k: int) -> None:
     if not usable:
         return
     pool = example_pool(test)
-    with st.spinner(f"Predicting {len(pool):,} test images..."):
-        logits = {
-            name: cached_pool_logits(r.checkpoint("best"), data) for name, r in usable.items()
-        }
+    logits = {name: cached_pool_logits(r.checkpoint("best"), data) for name, r in usable.items()}
     masks = example_masks(pool.labels, logits)
     right = ", ".join(
         f"the {name} is right on {float((values.argmax(1) == pool.labels).float().mean()):.1%}"

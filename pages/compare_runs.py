@@ -19,6 +19,7 @@ from kdcore.runs import RunRecord, RunSpec
 from kdcore.study import STUDY_TEACHER_ARCH, Protocol, baseline_like, study_rows
 from ui.context import data_source, get_queue, init_state, set_widget_value
 from ui.runs_view import (
+    EMPTY_CELL,
     TOAST_KEY,
     bold_best,
     chart_colors,
@@ -77,13 +78,13 @@ def study_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "ours (%)": percent(row["our_acc"]),
             "± std": percent(row["our_std"]),
             "n": row["n"],
-            "seeds": ", ".join(map(str, sorted(row["seeds"]))) or "–",
+            "seeds": ", ".join(map(str, sorted(row["seeds"]))) or EMPTY_CELL,
             "arch": row["arch"],
-            "stem": row["stem"] or "–",
+            "stem": row["stem"] or EMPTY_CELL,
             "epochs": row["epochs"],
             "subset": row["subset"],
             "data": row["data"],
-            "our runs": ", ".join(row["run_ids"]) or "–",
+            "our runs": ", ".join(row["run_ids"]) or EMPTY_CELL,
         }
         for row in rows
     ]

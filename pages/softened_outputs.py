@@ -136,9 +136,8 @@ def pool_loss_ui(
         st.warning(f"These models were trained on other classes than {plain(data)} has.")
         return
     pool = example_pool(test)
-    with st.spinner(f"Predicting {len(pool):,} test images..."):
-        teacher_logits = cached_pool_logits(teacher.checkpoint("best"), data)
-        student_logits = cached_pool_logits(student.checkpoint("best"), data)
+    teacher_logits = cached_pool_logits(teacher.checkpoint("best"), data)
+    student_logits = cached_pool_logits(student.checkpoint("best"), data)
     now = loss_terms_sweep(student_logits, teacher_logits, pool.labels, [temperature], alpha)
     row = st.columns(4)
     row[0].metric("from the teacher", f"{now['soft'][0]:.3f}")

@@ -129,7 +129,7 @@ def _modified_ns(path: Path) -> int:
     return path.stat().st_mtime_ns if path.is_file() else 0
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
+@st.cache_resource(show_spinner="Predicting the example test images...", max_entries=16)
 def _cached_pool_logits(path: str, modified_ns: int, source: str) -> torch.Tensor:
     model, _ = _cached_model(path, modified_ns)
     pool = example_pool(cached_split(source, "test"))

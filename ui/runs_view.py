@@ -9,8 +9,6 @@ rerun.
 from __future__ import annotations
 
 import csv
-import functools
-import inspect
 import io
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -172,16 +170,8 @@ def show_runs_table(records: Sequence[RunRecord], key: str, total: int | None = 
 
 
 def show_table(data: Any, **kwargs: Any) -> Any:
-    """`st.dataframe` with empty cells shown as EMPTY_CELL rather than Streamlit's "None", where
-    this Streamlit has the option (its `placeholder`)."""
-    if "placeholder" in _dataframe_parameters():
-        kwargs.setdefault("placeholder", EMPTY_CELL)
-    return st.dataframe(data, **kwargs)
-
-
-@functools.cache
-def _dataframe_parameters() -> frozenset[str]:
-    return frozenset(inspect.signature(st.dataframe).parameters)
+    """`st.dataframe` with empty cells shown as EMPTY_CELL rather than Streamlit's "None"."""
+    return st.dataframe(data, **{"placeholder": EMPTY_CELL, **kwargs})
 
 
 @dataclass(frozen=True)
