@@ -220,7 +220,7 @@ st.fragment(run_every=TABLE_POLL_SECONDS if active else None)(queue_view)(queue)
 students = [r for r in records if r.spec.role in ("student", "distill")]
 show_newest_active("distill.run_id", students)
 st.subheader("Run")
-run_id = run_picker("Run shown below", students, key="distill.run_id")
+run_id = run_picker("Run shown below", students, key="distill.run_id", in_url=True)
 if run_id is None:
     st.info("No student runs yet: pick a teacher (or none) and press Start.")
 else:

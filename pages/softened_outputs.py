@@ -39,7 +39,7 @@ SWEEP = np.geomspace(0.25, 20.0, 60).tolist()
 
 init_state(
     {
-        "softened.temperature": 4.0,
+        "softened.temperature": RunSpec.temperature,
         "softened.source": "test image",
         "softened.index": 0,
         "softened.alpha": RunSpec.alpha,

@@ -172,7 +172,7 @@ if spec is not None:
 teachers = [r for r in queue.runs() if r.spec.role == "teacher"]
 show_newest_active("teacher.run_id", teachers)
 st.subheader("Run")
-run_id = run_picker("Run shown below", teachers, key="teacher.run_id")
+run_id = run_picker("Run shown below", teachers, key="teacher.run_id", in_url=True)
 if run_id is None:
     st.info("No teacher runs yet: set the options above and press Start.")
 else:

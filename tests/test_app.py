@@ -26,7 +26,7 @@ from kdcore.inference import classify_upload
 from kdcore.runs import RunSpec, create_run, list_runs, load_run
 from kdcore.status import RunStatus, write_status
 from ui.context import get_queue
-from ui.runs_view import EMPTY_CELL, bold_best, chart_colors, run_title
+from ui.runs_view import EMPTY_CELL, bold_best, chart_colors, run_page_link, run_title
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -240,9 +240,9 @@ def test_compare_page_table_study_rows_and_downloads(trained):
 def test_softened_outputs_show_kl_that_moves_with_temperature(trained):
     at = open_page("softened_outputs")
     assert len(at.get("plotly_chart")) == 3 and at.get("image")  # bars, T curves, loss terms
-    kl_at_4 = at.metric[0].value
+    kl_at_first = at.metric[0].value
     at.slider(key="softened.temperature").set_value(1.0).run()
-    assert at.metric[0].value != kl_at_4 and at.metric[0].label.endswith("nats")
+    assert at.metric[0].value != kl_at_first and at.metric[0].label.endswith("nats")
     assert float(at.metric[0].value) >= 0 and len(at.metric[0].value) <= 8  # fits its column
     at.number_input(key="softened.index").set_value(5).run()
     at.radio(key="softened.source").set_value("upload").run()
@@ -257,7 +257,9 @@ def test_softened_outputs_weigh_the_loss_terms_by_alpha_on_the_test_pool(trained
     soft, hard = float(metrics["from the teacher"]), float(metrics["from the labels"])
     assert soft > 0 and hard > 0 and float(metrics["loss"]) == pytest.approx(soft + hard, abs=2e-3)
     assert metrics["the teacher's share"] == f"{soft / (soft + hard):.0%}"
-    assert at.slider(key="softened.alpha").value == RunSpec(role="distill").alpha
+    defaults = RunSpec(role="distill")  # the page opens at the distil form's T and alpha
+    assert at.slider(key="softened.temperature").value == defaults.temperature
+    assert at.slider(key="softened.alpha").value == defaults.alpha
     at.slider(key="softened.alpha").set_value(0.0).run()  # the labels only
     metrics = {metric.label: metric.value for metric in at.metric}
     assert metrics["from the teacher"] == "0.000" and metrics["the teacher's share"] == "0%"
@@ -737,6 +739,26 @@ def test_a_link_with_filters_opens_the_run_list_filtered(trained):
     assert at.text_input(key="home.filter.text").value == "TINY"
     assert at.dataframe[0].value["role"].tolist() == ["teacher"]
     assert any("1 of 3 runs match" in caption.value for caption in at.main.caption)
+
+
+def test_a_runs_link_opens_that_run_on_its_page_and_a_stale_one_is_let_go(trained):
+    at = open_page()
+    assert not at.get("page_link") and any("Tick a row" in c.value for c in at.main.caption)
+    records = {record.spec.role: record for record in list_runs(trained)}
+    for role, picker in (("student", "distill.run_id"), ("teacher", "teacher.run_id")):
+        page, settings = run_page_link(records[role])  # what a ticked row of the table links to
+        assert settings == {picker: run_title(records[role])}
+        opened = AppTest.from_file(APP, default_timeout=60).run()
+        opened.query_params.update(settings)
+        opened.switch_page(page).run()
+        assert not opened.exception, [e.value for e in opened.exception]
+        # the distil page would start on the distilled student, the newest: the link wins
+        assert opened.selectbox(key=picker).value == records[role].run_id
+    stale = AppTest.from_file(APP, default_timeout=60).run()  # a run deleted since, say
+    stale.query_params["distill.run_id"] = "gone · 0000"
+    stale.switch_page("pages/distill_student.py").run()
+    assert not stale.exception and stale.selectbox(key="distill.run_id").value in {
+        records["student"].run_id, records["distill"].run_id}
 
 
 def test_runs_are_deleted_after_a_confirmation_and_a_teacher_asks_first(

@@ -207,6 +207,30 @@ def test_ui_latency_ratio_interval_brackets_the_ratio_of_medians():
     assert ui_latency.ratio_interval([1.0] * 5, [2.0] * 5) == (0.5, 0.5)
 
 
+def test_cifarnet_recipes_airbench_schedule_runs_piecewise_linear_at_a_held_momentum(
+    capsys, monkeypatch
+):
+    recipes = load_script("cifarnet_recipes")
+    monkeypatch.setattr(recipes.engine, "build_scheduler", recipes.engine.build_scheduler)  # undo
+    argv = ["cifarnet_recipes.py", "--data-dir", "synthetic", "--epochs", "1", "--val-split",
+            "500", "--recipe", "airbench schedule"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    assert recipes.main() == 0 and recipes.engine.build_scheduler is recipes._airbench_schedule
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["changes"] == {"momentum": 0.85, "lr_schedule": "airbench"}
+    config = recipes.RunSpec(role="teacher", arch="cifarnet", epochs=1).train_config()
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=config.lr, momentum=0.85)
+    scheduler = recipes._airbench_schedule(optimizer, config, steps_per_epoch=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"] / config.lr)
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.2) and max(lrs) == pytest.approx(1.0) == lrs[23]
+    assert lrs[-1] == pytest.approx(1 - 0.93 * 76 / 77) and optimizer.param_groups[0]["momentum"] == 0.85
+
+
 def test_cifarnet_recipes_measures_a_recipes_speed_against_the_default(capsys, monkeypatch):
     recipes = load_script("cifarnet_recipes")
     argv = ["cifarnet_recipes.py", "--data-dir", "synthetic", "--recipe", "sgd", "--throughput",

@@ -238,6 +238,23 @@ def test_a_classify_test_image_opens_on_the_softened_outputs_page(page, server):
     wait_until(page, lambda: "softened probabilities at T = 4" in chart_titles(page), "no chart")
 
 
+def test_a_ticked_row_of_the_home_runs_table_opens_that_run_on_its_page(page, server, runs_root):
+    teacher = next(r for r in list_runs(runs_root) if r.spec.label == "e2e teacher")
+    page.goto(f"{server}/?home.filter.text=e2e+teacher")  # the filter leaves its row alone
+    page.get_by_role("heading", name=PAGES[""]).wait_for(timeout=30_000)
+    table = page.get_by_test_id("stDataFrame").first
+    table.wait_for(timeout=30_000)
+    box = table.bounding_box()
+    page.mouse.click(box["x"] + 16, box["y"] + 35 + 17)  # the first row's box, under the header
+    link = page.get_by_role("link", name=re.compile(r"^Open "))
+    link.wait_for(timeout=30_000)
+    assert teacher.run_id[-4:] in link.inner_text() and "train_teacher?" in link.get_attribute("href")
+    link.click()
+    page.get_by_role("heading", name=PAGES["train_teacher"]).wait_for(timeout=30_000)
+    picker = page.get_by_role("combobox", name="Run shown below")
+    wait_until(page, lambda: teacher.run_id[-4:] in picker.input_value(), "not that run")
+
+
 def test_a_sweep_fills_its_heatmap_and_a_click_on_a_cell_opens_its_runs(page, server):
     open_page(page, server, "sweeps")
     page.get_by_role("spinbutton", name="Epochs").fill("1")
@@ -429,8 +446,8 @@ def test_a_link_or_a_reload_brings_back_the_view(page, server):
     slider = page.get_by_role("slider", name="Temperature T")
     slider.focus()
     for _ in range(6):
-        page.keyboard.press("ArrowRight")  # T 4.0 -> 5.5
-    wait_until(page, lambda: "softened.temperature=5.5" in page.url, "T did not reach the URL")
+        page.keyboard.press("ArrowRight")  # T 2.0 (the study's, RunSpec's default) -> 3.5
+    wait_until(page, lambda: "softened.temperature=3.5" in page.url, "T did not reach the URL")
     page.get_by_role("spinbutton", name=re.compile(r"^Image")).fill("3")
     page.keyboard.press("Enter")
     wait_until(page, lambda: "softened.index=3" in page.url, "the image did not reach the URL")
@@ -438,7 +455,7 @@ def test_a_link_or_a_reload_brings_back_the_view(page, server):
     other = page.context.new_page()  # a new tab, a new session: only the link carries the view
     other.goto(link)
     other.get_by_role("heading", name="Softened outputs").wait_for()
-    wait_until(other, lambda: slider_value(other) == "5.50", "T was not restored")
+    wait_until(other, lambda: slider_value(other) == "3.50", "T was not restored")
     image = other.get_by_role("spinbutton", name=re.compile(r"^Image"))
     wait_until(other, lambda: image.input_value() == "3", "the image was not restored")
     other.close()

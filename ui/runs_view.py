@@ -160,13 +160,48 @@ RUN_TABLE_COLUMNS = {
 
 
 def show_runs_table(records: Sequence[RunRecord], key: str, total: int | None = None) -> None:
-    """The runs table; `total`: how many runs there are before a filter left `records`."""
+    """The runs table; `total`: how many runs there are before a filter left `records`. A row
+    picked in it (its left-hand box) gets a link to the page that shows that run."""
     if not records:
         st.info("No run matches the filters." if total else "No runs yet.")
         return
     if total is not None and total != len(records):
         st.caption(f"{len(records)} of {total} runs match the filters.")
-    show_table(runs_table(records), hide_index=True, column_config=RUN_TABLE_COLUMNS, key=key)
+    event = show_table(
+        runs_table(records),
+        hide_index=True,
+        column_config=RUN_TABLE_COLUMNS,
+        key=key,
+        on_select="rerun",
+        selection_mode="single-row",
+    )
+    picked = [row for row in event.selection.rows if row < len(records)]
+    if not picked:
+        st.caption("Tick a row's box to open that run on its page.")
+        return
+    record = records[picked[0]]
+    page, query_params = run_page_link(record)
+    st.page_link(
+        page,
+        label=f"Open {run_title(record)}",
+        icon=":material/open_in_new:",
+        query_params=query_params,
+    )
+
+
+# role -> the page that shows such a run, and the key of its run picker (kept in the page's URL)
+RUN_PAGES = {
+    "teacher": ("pages/train_teacher.py", "teacher.run_id"),
+    "student": ("pages/distill_student.py", "distill.run_id"),
+    "distill": ("pages/distill_student.py", "distill.run_id"),
+}
+
+
+def run_page_link(record: RunRecord) -> tuple[str, dict[str, str]]:
+    """The page that shows this run and the URL settings that pick it there (its title, as the
+    page's picker shows it)."""
+    page, key = RUN_PAGES[record.spec.role]
+    return page, {key: run_title(record)}
 
 
 def show_table(data: Any, **kwargs: Any) -> Any:
@@ -268,8 +303,9 @@ def default_run(records: Sequence[RunRecord], allow_none: bool = False) -> str |
 
 
 def show_newest_active(key: str, records: Sequence[RunRecord]) -> None:
-    """On a first visit, a page's run picker shows the newest queued or running run."""
-    if key not in st.session_state:
+    """On a first visit, a page's run picker shows the newest queued or running run, unless a
+    link chose one."""
+    if key not in st.session_state and key not in st.query_params:
         active = [r for r in records if r.active]  # records are newest first
         if active:
             st.session_state[key] = active[0].run_id
