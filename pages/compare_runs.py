@@ -15,7 +15,8 @@ from kdcore.evaluation import read_evaluation
 from kdcore.models import TEACHER_ARCHS
 from kdcore.plot_evaluation import confusion_heatmap, per_class_accuracy, reliability_diagram
 from kdcore.plots import distillation_terms_figure, learning_curves
-from kdcore.runs import RunRecord, RunSpec
+from kdcore.run_settings import differing_settings, settings_of
+from kdcore.runs import RunError, RunRecord, RunSpec
 from kdcore.study import STUDY_TEACHER_ARCH, Protocol, baseline_like, study_rows
 from ui.context import data_source, get_queue, init_state, set_widget_value
 from ui.runs_view import (
@@ -37,7 +38,7 @@ from ui.text import plain
 ui.startup.through_app()
 
 init_state({"compare.ids": None, "compare.smoothing": 0.0, "compare.which": "best"})
-init_state({"compare.log_loss": False})
+init_state({"compare.log_loss": False, "compare.every_setting": False})
 
 
 def summary_row(record: RunRecord) -> dict[str, Any]:
@@ -135,6 +136,40 @@ def start_study_run_ui(
         if run_id:
             st.session_state[TOAST_KEY] = f"Queued {run_id}; it fills the row when it finishes."
             st.rerun()
+
+
+def settings_ui(records: Sequence[RunRecord]) -> None:
+    """The chosen runs' settings, one row each, those that tell them apart only unless asked."""
+    title, every_column = st.columns([4, 1], vertical_alignment="bottom")
+    title.subheader("Settings that differ")
+    every = every_column.toggle(
+        "Every setting", key="compare.every_setting", persist_state="session",
+        help="Also the settings these runs share.",
+    )  # fmt: skip
+    settings = {}
+    for record in records:
+        try:
+            settings[run_title(record)] = settings_of(record)
+        except RunError as error:
+            st.warning(f"{plain(run_title(record))}: {plain(error)}")
+    rows = differing_settings(settings, every=every)
+    if len(settings) < 2 and not every:
+        st.caption("Choose two runs or more to see what tells them apart.")
+    elif not rows:
+        st.caption("These runs share every setting (seed included).")
+    else:
+        st.caption("As each run trained: what it is, then the recipe its folder recorded.")
+        text = [{name: setting_text(value) for name, value in row.items()} for row in rows]
+        show_table(text, hide_index=True, key="compare.settings_table")
+
+
+def setting_text(value: Any) -> str | None:
+    """A setting as the table shows it: numbers as short as they are exact; None stays empty."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -298,6 +333,7 @@ st.download_button(
     key="compare.table_csv_btn",
 )
 
+settings_ui([by_id[rid] for rid in chosen])
 study_ui(queue.runs())
 calibration_ui([r for r in records if r.spec.role != "teacher"])
 downloads_ui(records)

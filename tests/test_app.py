@@ -141,6 +141,11 @@ def assert_shown_as_plain_text(at: AppTest) -> str:
     return " ".join(shown_text(text) for text in texts)
 
 
+def table_with_column(at: AppTest, column: str) -> pd.DataFrame:
+    """The page's first table with this column (AppTest knows only widgets by their key)."""
+    return next(df.value for df in at.dataframe if column in df.value.columns)
+
+
 def test_home_shows_device_data_and_the_runs(trained):
     at = open_page()
     text = " ".join(m.value for m in at.markdown)
@@ -228,12 +233,31 @@ def test_compare_page_table_study_rows_and_downloads(trained):
     charts = {chart.proto.id: chart.proto.spec for chart in at.get("plotly_chart")}
     titles = " ".join(charts.values())
     assert "reliability" in titles and '"text":"teacher"' in titles and '"text":"student"' in titles
-    study = at.dataframe[1].value  # the runs are on synthetic data: none is the study's protocol
+    study = table_with_column(at, "study (%)")  # synthetic data: none is the study's protocol
     assert len(study) == 5 and (study["our runs"] == "–").all() and (study["n"] == 0).all()
     commands = [code.value for code in at.code]
     assert len(commands) == 5 and all("the CIFAR-10 classes" in c for c in commands)
     assert len(at.get("download_button")) == 3
     at.slider(key="compare.smoothing").set_value(0.6).run()
+    assert not at.exception
+
+
+def test_compare_lists_the_settings_that_tell_the_chosen_runs_apart(trained):
+    at = open_page("compare_runs")
+    table = table_with_column(at, "setting").set_index("setting")
+    records = {record.spec.role: record for record in list_runs(trained)}
+    teacher, distilled = run_title(records["teacher"]), run_title(records["distill"])
+    assert table.loc["role", teacher] == "teacher" and table.loc["arch", teacher] == "cifarnet"
+    assert table.loc["optimizer", teacher] == "muon" and table.loc["lr", distilled] == "0.012"
+    assert table.loc["temperature", distilled] == "4" and pd.isna(table.loc["temperature", teacher])
+    assert "seed" not in table.index and "data" not in table.index  # the same in every run
+    at.toggle(key="compare.every_setting").set_value(True).run()
+    every = table_with_column(at, "setting").set_index("setting")
+    assert {"seed", "data"} <= set(every.index) and set(table.index) < set(every.index)
+    at.multiselect(key="compare.ids").set_value([records["student"].run_id]).run()
+    assert "seed" in table_with_column(at, "setting")["setting"].tolist()
+    at.toggle(key="compare.every_setting").set_value(False).run()
+    assert any("Choose two runs or more" in caption.value for caption in at.main.caption)
     assert not at.exception
 
 
@@ -758,7 +782,9 @@ def test_a_runs_link_opens_that_run_on_its_page_and_a_stale_one_is_let_go(traine
     stale.query_params["distill.run_id"] = "gone · 0000"
     stale.switch_page("pages/distill_student.py").run()
     assert not stale.exception and stale.selectbox(key="distill.run_id").value in {
-        records["student"].run_id, records["distill"].run_id}
+        records["student"].run_id,
+        records["distill"].run_id,
+    }
 
 
 def test_runs_are_deleted_after_a_confirmation_and_a_teacher_asks_first(
