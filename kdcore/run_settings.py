@@ -4,7 +4,7 @@ A run's settings are its RunSpec (what it is) and the TrainConfig its config.jso
 it trained, as the recipe resolved it then), so a recipe changed since does not rewrite them.
 
     differing_settings({"run a": settings_of(a), "run b": settings_of(b)})
-    # [{"setting": "lr", "run a": 0.012, "run b": 0.006}, ...]
+    # ["lr", "seed"]
 """
 
 from __future__ import annotations
@@ -36,17 +36,11 @@ def settings_of(record: RunRecord) -> dict[str, Any]:
     return settings
 
 
-def differing_settings(
-    runs: Mapping[str, Mapping[str, Any]], every: bool = False
-) -> list[dict[str, Any]]:
-    """One row per setting whose value is not the same in every run (`every`: all settings),
-    with a column per run (None where a run has no such setting), in the runs' order of names."""
+def differing_settings(runs: Mapping[str, Mapping[str, Any]], every: bool = False) -> list[str]:
+    """The names of the settings whose value is not the same in every run (a run without one
+    counts as None; `every`: all of them), in the order the runs give them."""
     names: list[str] = []
     for settings in runs.values():
         names += [name for name in settings if name not in names]
-    rows = []
-    for name in names:
-        values = [settings.get(name) for settings in runs.values()]
-        if every or any(value != values[0] for value in values):
-            rows.append({"setting": name, **dict(zip(runs, values, strict=True))})
-    return rows
+    values = {name: [settings.get(name) for settings in runs.values()] for name in names}
+    return [name for name in names if every or any(v != values[name][0] for v in values[name])]

@@ -152,15 +152,18 @@ def settings_ui(records: Sequence[RunRecord]) -> None:
             settings[run_title(record)] = settings_of(record)
         except RunError as error:
             st.warning(f"{plain(run_title(record))}: {plain(error)}")
-    rows = differing_settings(settings, every=every)
+    names = differing_settings(settings, every=every)
     if len(settings) < 2 and not every:
         st.caption("Choose two runs or more to see what tells them apart.")
-    elif not rows:
+    elif not names:
         st.caption("These runs share every setting (seed included).")
     else:
         st.caption("As each run trained: what it is, then the recipe its folder recorded.")
-        text = [{name: setting_text(value) for name, value in row.items()} for row in rows]
-        show_table(text, hide_index=True, key="compare.settings_table")
+        rows = [
+            {"what": title, **{name: setting_text(values.get(name)) for name in names}}
+            for title, values in settings.items()
+        ]
+        show_table(rows, hide_index=True, key="compare.settings_table")
 
 
 def setting_text(value: Any) -> str | None:

@@ -242,20 +242,25 @@ def test_compare_page_table_study_rows_and_downloads(trained):
     assert not at.exception
 
 
+def settings_table(at: AppTest) -> pd.DataFrame:
+    """Compare's settings table: after the runs side by side, the other table with a "what"."""
+    return [df.value for df in at.dataframe if "what" in df.value.columns][1]
+
+
 def test_compare_lists_the_settings_that_tell_the_chosen_runs_apart(trained):
     at = open_page("compare_runs")
-    table = table_with_column(at, "setting").set_index("setting")
+    table = settings_table(at).set_index("what")
     records = {record.spec.role: record for record in list_runs(trained)}
     teacher, distilled = run_title(records["teacher"]), run_title(records["distill"])
-    assert table.loc["role", teacher] == "teacher" and table.loc["arch", teacher] == "cifarnet"
-    assert table.loc["optimizer", teacher] == "muon" and table.loc["lr", distilled] == "0.012"
-    assert table.loc["temperature", distilled] == "4" and pd.isna(table.loc["temperature", teacher])
-    assert "seed" not in table.index and "data" not in table.index  # the same in every run
+    assert table.loc[teacher, "role"] == "teacher" and table.loc[teacher, "arch"] == "cifarnet"
+    assert table.loc[teacher, "optimizer"] == "muon" and table.loc[distilled, "lr"] == "0.012"
+    assert table.loc[distilled, "temperature"] == "4" and pd.isna(table.loc[teacher, "temperature"])
+    assert "seed" not in table.columns and "data" not in table.columns  # the same in every run
     at.toggle(key="compare.every_setting").set_value(True).run()
-    every = table_with_column(at, "setting").set_index("setting")
-    assert {"seed", "data"} <= set(every.index) and set(table.index) < set(every.index)
+    every = settings_table(at)
+    assert {"seed", "data"} <= set(every.columns) and set(table.columns) < set(every.columns)
     at.multiselect(key="compare.ids").set_value([records["student"].run_id]).run()
-    assert "seed" in table_with_column(at, "setting")["setting"].tolist()
+    assert "seed" in settings_table(at).columns
     at.toggle(key="compare.every_setting").set_value(False).run()
     assert any("Choose two runs or more" in caption.value for caption in at.main.caption)
     assert not at.exception
