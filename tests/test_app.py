@@ -26,7 +26,14 @@ from kdcore.inference import classify_upload
 from kdcore.runs import RunSpec, create_run, list_runs, load_run
 from kdcore.status import RunStatus, write_status
 from ui.context import get_queue
-from ui.runs_view import EMPTY_CELL, bold_best, chart_colors, run_page_link, run_title
+from ui.runs_view import (
+    EMPTY_CELL,
+    bold_best,
+    chart_colors,
+    compare_link,
+    run_page_link,
+    run_title,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -772,7 +779,7 @@ def test_a_link_with_filters_opens_the_run_list_filtered(trained):
 
 def test_a_runs_link_opens_that_run_on_its_page_and_a_stale_one_is_let_go(trained):
     at = open_page()
-    assert not at.get("page_link") and any("Tick a row" in c.value for c in at.main.caption)
+    assert not at.get("page_link") and any("Tick a run's box" in c.value for c in at.main.caption)
     records = {record.spec.role: record for record in list_runs(trained)}
     for role, picker in (("student", "distill.run_id"), ("teacher", "teacher.run_id")):
         page, settings = run_page_link(records[role])  # what a ticked row of the table links to
@@ -783,6 +790,12 @@ def test_a_runs_link_opens_that_run_on_its_page_and_a_stale_one_is_let_go(traine
         assert not opened.exception, [e.value for e in opened.exception]
         # the distil page would start on the distilled student, the newest: the link wins
         assert opened.selectbox(key=picker).value == records[role].run_id
+    page, settings = compare_link([records["teacher"], records["student"]])  # two rows ticked
+    compared = AppTest.from_file(APP, default_timeout=60).run()
+    compared.query_params.update(settings)
+    compared.switch_page(page).run()
+    chosen = compared.multiselect(key="compare.ids").value
+    assert chosen == [records["teacher"].run_id, records["student"].run_id]
     stale = AppTest.from_file(APP, default_timeout=60).run()  # a run deleted since, say
     stale.query_params["distill.run_id"] = "gone · 0000"
     stale.switch_page("pages/distill_student.py").run()

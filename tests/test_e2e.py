@@ -239,7 +239,7 @@ def test_a_classify_test_image_opens_on_the_softened_outputs_page(page, server):
     wait_until(page, lambda: at_t in chart_titles(page), "no chart")
 
 
-def test_a_ticked_row_of_the_home_runs_table_opens_that_run_on_its_page(page, server, runs_root):
+def test_ticked_rows_of_the_home_runs_table_open_that_run_or_compare_them(page, server, runs_root):
     teacher = next(r for r in list_runs(runs_root) if r.spec.label == "e2e teacher")
     page.goto(f"{server}/?home.filter.text=e2e+teacher")  # the filter leaves its row alone
     page.get_by_role("heading", name=PAGES[""]).wait_for(timeout=30_000)
@@ -255,6 +255,19 @@ def test_a_ticked_row_of_the_home_runs_table_opens_that_run_on_its_page(page, se
     page.get_by_role("heading", name=PAGES["train_teacher"]).wait_for(timeout=30_000)
     picker = page.get_by_role("combobox", name="Run shown below")
     wait_until(page, lambda: teacher.run_id[-4:] in picker.input_value(), "not that run")
+
+    page.goto(f"{server}/?home.filter.states=finished")  # runs with epochs, which Compare shows
+    page.get_by_role("heading", name=PAGES[""]).wait_for(timeout=30_000)
+    table = page.get_by_test_id("stDataFrame").first
+    table.wait_for(timeout=30_000)
+    box = table.bounding_box()
+    for row in (0, 1):
+        page.mouse.click(box["x"] + 16, box["y"] + 35 + 35 * row + 17)
+    link = page.get_by_role("link", name="Compare these 2 runs")
+    link.wait_for(timeout=30_000)
+    link.click()
+    page.get_by_role("heading", name=PAGES["compare_runs"]).wait_for(timeout=30_000)
+    wait_until(page, lambda: page.url.count("compare.ids=") == 2, "not those two runs")
 
 
 def test_a_sweep_fills_its_heatmap_and_a_click_on_a_cell_opens_its_runs(page, server):

@@ -161,7 +161,8 @@ RUN_TABLE_COLUMNS = {
 
 def show_runs_table(records: Sequence[RunRecord], key: str, total: int | None = None) -> None:
     """The runs table; `total`: how many runs there are before a filter left `records`. A row
-    picked in it (its left-hand box) gets a link to the page that shows that run."""
+    ticked in it (its left-hand box) gets a link to the page that shows that run; several, a
+    link that compares them."""
     if not records:
         st.info("No run matches the filters." if total else "No runs yet.")
         return
@@ -173,20 +174,19 @@ def show_runs_table(records: Sequence[RunRecord], key: str, total: int | None = 
         column_config=RUN_TABLE_COLUMNS,
         key=key,
         on_select="rerun",
-        selection_mode="single-row",
+        selection_mode="multi-row",
     )
-    picked = [row for row in event.selection.rows if row < len(records)]
+    picked = [records[row] for row in event.selection.rows if row < len(records)]
     if not picked:
-        st.caption("Tick a row's box to open that run on its page.")
+        st.caption("Tick a run's box to open it on its page; tick several to compare them.")
         return
-    record = records[picked[0]]
-    page, query_params = run_page_link(record)
-    st.page_link(
-        page,
-        label=f"Open {run_title(record)}",
-        icon=":material/open_in_new:",
-        query_params=query_params,
-    )
+    if len(picked) == 1:
+        page, query_params = run_page_link(picked[0])
+        label, icon = f"Open {run_title(picked[0])}", ":material/open_in_new:"
+    else:
+        page, query_params = compare_link(picked)
+        label, icon = f"Compare these {len(picked)} runs", ":material/monitoring:"
+    st.page_link(page, label=label, icon=icon, query_params=query_params)
 
 
 # role -> the page that shows such a run, and the key of its run picker (kept in the page's URL)
@@ -195,6 +195,14 @@ RUN_PAGES = {
     "student": ("pages/distill_student.py", "distill.run_id"),
     "distill": ("pages/distill_student.py", "distill.run_id"),
 }
+
+
+COMPARE_PAGE = "pages/compare_runs.py"
+
+
+def compare_link(records: Sequence[RunRecord]) -> tuple[str, dict[str, list[str]]]:
+    """The Compare runs page with these runs chosen (by title, as its picker shows them)."""
+    return COMPARE_PAGE, {"compare.ids": [run_title(record) for record in records]}
 
 
 def run_page_link(record: RunRecord) -> tuple[str, dict[str, str]]:
