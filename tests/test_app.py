@@ -273,6 +273,17 @@ def test_compare_lists_the_settings_that_tell_the_chosen_runs_apart(trained):
     assert not at.exception
 
 
+def test_a_teacher_run_shows_its_test_time_augmented_accuracy_beside_the_single_view(trained):
+    at = open_page("train_teacher")
+    last = next(r for r in list_runs(trained) if r.spec.role == "teacher").metrics[-1]
+    assert "test_acc_tta" in last  # CifarNet's recipe reads its flip-and-translate TTA
+    captions = [caption.value for caption in at.main.caption]
+    tta = next(caption for caption in captions if "test-time augmentation" in caption)
+    assert f"test {last['test_acc_tta']:.2%}" in tta and "its mirror and their" in tta
+    at.switch_page("pages/distill_student.py").run()  # students read no TTA
+    assert not any("test-time augmentation" in c.value for c in at.main.caption)
+
+
 def test_softened_outputs_show_kl_that_moves_with_temperature(trained):
     at = open_page("softened_outputs")
     assert len(at.get("plotly_chart")) == 3 and at.get("image")  # bars, T curves, loss terms

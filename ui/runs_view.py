@@ -22,7 +22,14 @@ import streamlit as st
 from kdcore.execute import RESUMABLE, resume_run
 from kdcore.plots import learning_curves, live_run_figure, run_colors
 from kdcore.progress import format_seconds
-from kdcore.runs import ROLES, RunError, RunRecord, RunSpec, stop_requested_at
+from kdcore.runs import (
+    ROLES,
+    RunError,
+    RunRecord,
+    RunSpec,
+    recorded_train_config,
+    stop_requested_at,
+)
 from kdcore.scheduler import RunQueue
 from kdcore.status import STATES
 from ui.context import POLL_SECONDS, batch_tail
@@ -386,6 +393,8 @@ def _draw_run(queue: RunQueue, record: RunRecord, key: str, overlay) -> None:
     columns[3].metric(
         "best test acc", f"{max(r['test_acc'] for r in metrics):.1%}" if metrics else "–"
     )
+    if "test_acc_tta" in last:
+        st.caption(tta_text(last, _tta_mode(record)))
     _stop_or_resume(queue, record, key)
     steps = status.total_steps // status.epochs if status.epochs else None
     batch_losses = batch_tail(str(record.folder)).read()
@@ -401,6 +410,28 @@ def _draw_run(queue: RunQueue, record: RunRecord, key: str, overlay) -> None:
             title = "test accuracy: this run and others"
             figure = learning_curves(series, "test_acc", title=title, colors=by_title)
             st.plotly_chart(legend_below(figure), key=f"{key}.overlay_chart", width="stretch")
+
+
+TTA_VIEWS = {"flip": "each image and its mirror", "flip+translate": "each image, its mirror "
+             "and their one-pixel shifts"}  # fmt: skip
+
+
+def tta_text(last: dict[str, Any], mode: str | None) -> str:
+    """What the last epoch read with the recipe's test-time augmentation (TTA) `mode`: test (and
+    validation) accuracy with the logits averaged over several views of each image."""
+    views = TTA_VIEWS.get(mode or "", "several views of each image")
+    val = f", validation {last['val_acc_tta']:.2%}" if "val_acc_tta" in last else ""
+    return (
+        f"After the last epoch, with test-time augmentation (the logits of {views} averaged): "
+        f"test {last['test_acc_tta']:.2%}{val}. The accuracies above are single-view."
+    )
+
+
+def _tta_mode(record: RunRecord) -> str | None:
+    try:
+        return recorded_train_config(record.folder, record.spec).tta
+    except RunError:
+        return None
 
 
 def _colors_by_title(titles: Iterable[str], colors: dict[str, str]) -> dict[str, str]:
