@@ -138,8 +138,9 @@ def start_study_run_ui(
             st.rerun()
 
 
-def settings_ui(records: Sequence[RunRecord]) -> None:
-    """The chosen runs' settings, one row each, those that tell them apart only unless asked."""
+def settings_ui(records: Sequence[RunRecord], titles: dict[str, str]) -> None:
+    """The chosen runs' settings, one row each, those that tell them apart only unless asked;
+    a teacher by its title where `titles` (run id -> title) knows it."""
     title, every_column = st.columns([4, 1], vertical_alignment="bottom")
     title.subheader("Settings that differ")
     every = every_column.toggle(
@@ -149,7 +150,10 @@ def settings_ui(records: Sequence[RunRecord]) -> None:
     settings = {}
     for record in records:
         try:
-            settings[run_title(record)] = settings_of(record)
+            found = settings_of(record)
+            if found.get("teacher") in titles:
+                found["teacher"] = titles[found["teacher"]]
+            settings[run_title(record)] = found
         except RunError as error:
             st.warning(f"{plain(run_title(record))}: {plain(error)}")
     names = differing_settings(settings, every=every)
@@ -336,7 +340,7 @@ st.download_button(
     key="compare.table_csv_btn",
 )
 
-settings_ui([by_id[rid] for rid in chosen])
+settings_ui([by_id[rid] for rid in chosen], {r.run_id: run_title(r) for r in queue.runs()})
 study_ui(queue.runs())
 calibration_ui([r for r in records if r.spec.role != "teacher"])
 downloads_ui(records)

@@ -262,6 +262,7 @@ def test_compare_lists_the_settings_that_tell_the_chosen_runs_apart(trained):
     assert table.loc[teacher, "role"] == "teacher" and table.loc[teacher, "arch"] == "cifarnet"
     assert table.loc[teacher, "optimizer"] == "muon" and table.loc[distilled, "lr"] == "0.012"
     assert table.loc[distilled, "temperature"] == "4" and pd.isna(table.loc[teacher, "temperature"])
+    assert table.loc[distilled, "teacher"] == teacher  # by its title, as the pickers name it
     assert "seed" not in table.columns and "data" not in table.columns  # the same in every run
     at.toggle(key="compare.every_setting").set_value(True).run()
     every = settings_table(at)
