@@ -90,6 +90,7 @@ def study_rows(
             [r for r in records if cifar and _fills(r, result.key, data, protocol, teachers)]
         )
         accuracies = [r.final_test_acc for r in runs]
+        command, spec = (None, None) if runs else _fill(result.key, data, protocol, rows, cifar)
         rows.append(
             {
                 "setting": result.setting,
@@ -105,8 +106,8 @@ def study_rows(
                 "stem": _stem(runs, result.key, teachers),
                 "epochs": _epochs(result.key, protocol),
                 "subset": protocol.train_subset or "full",
-                "command": None if runs else _command(result.key, data, protocol, rows, cifar),
-                "spec": None if runs or not cifar else _spec(result.key, data, protocol, rows),
+                "command": command,
+                "spec": spec,
             }
         )
     return rows
@@ -222,52 +223,51 @@ def _stem(runs: Sequence[RunRecord], key: str, teachers: dict[str, RunRecord]) -
     return ", ".join(stems) or None
 
 
-def _spec(key: str, data: str, protocol: Protocol, rows_so_far: list) -> RunSpec | None:
-    """The run that fills an empty row, as `_command` spells it; None where the row cannot be
-    filled yet (an arch without ImageNet weights, a distilled row whose teacher row is empty)."""
+def _fill(
+    key: str, data: str, protocol: Protocol, rows_so_far: list, cifar: bool
+) -> tuple[str, RunSpec | None]:
+    """What fills an empty row: the command to type and the run it makes, or why the row cannot
+    be filled yet (an arch without ImageNet weights, a distilled row whose teacher row is empty,
+    data without the CIFAR-10 classes) and None."""
+    if not cifar:
+        return f"{data} does not hold the CIFAR-10 classes; the study's rows need them", None
     common = {"data": data, "train_subset": protocol.train_subset, "val_split": protocol.val_split}
     arch = protocol.teacher_arch
     if key.startswith("teacher"):
         init = "imagenet" if key == "teacher_imagenet" else "scratch"
         if init == "imagenet" and not is_resnet(arch):
-            return None
-        label = f"study teacher ({init})"
-        return RunSpec(role="teacher", arch=arch, init=init, epochs=protocol.teacher_epochs,
-                       label=label, **common)  # fmt: skip
-    if key == "student_alone":
-        label = "study student alone"
-        return RunSpec(role="student", epochs=protocol.epochs, label=label, **common)
-    init = "scratch" if key == "distill_scratch" else "imagenet"
-    teacher = rows_so_far[0 if init == "scratch" else 1]["run_id"]
-    if teacher is None:
-        return None
-    return RunSpec(role="distill", teacher=teacher, epochs=protocol.epochs,
-                   temperature=protocol.temperature, alpha=protocol.alpha,
-                   label=f"study student from {init} teacher", **common)  # fmt: skip
+            return f"{arch} has no ImageNet weights; pick a ResNet teacher for this row", None
+        spec = RunSpec(role="teacher", arch=arch, init=init, epochs=protocol.teacher_epochs,
+                       label=f"study teacher ({init})", **common)  # fmt: skip
+    elif key == "student_alone":
+        spec = RunSpec(role="student", epochs=protocol.epochs, label="study student alone",
+                       **common)  # fmt: skip
+    else:
+        init = "scratch" if key == "distill_scratch" else "imagenet"
+        teacher_row = rows_so_far[0 if init == "scratch" else 1]
+        if teacher_row["run_id"] is None:
+            return f"first the teacher: {teacher_row['command']}", None
+        spec = RunSpec(role="distill", teacher=teacher_row["run_id"], epochs=protocol.epochs,
+                       temperature=protocol.temperature, alpha=protocol.alpha,
+                       label=f"study student from {init} teacher", **common)  # fmt: skip
+    return _cli_command(spec), spec
 
 
-def _command(key: str, data: str, protocol: Protocol, rows_so_far: list, cifar: bool) -> str:
-    """What to run to fill an empty row (or why it cannot be filled)."""
-    if not cifar:
-        return f"{data} does not hold the CIFAR-10 classes; the study's rows need them"
-    flags = f"--data-dir {data}"
-    if protocol.train_subset:
-        flags += f" --train-subset {protocol.train_subset}"
-    if protocol.val_split:
-        flags += f" --val-split {protocol.val_split}"
-    arch = protocol.teacher_arch
-    if key.startswith("teacher"):
-        if key == "teacher_imagenet" and not is_resnet(arch):
-            return f"{arch} has no ImageNet weights; pick a ResNet teacher for this row"
-        init = "imagenet" if key == "teacher_imagenet" else "scratch"
-        epochs = protocol.teacher_epochs
-        return f"python -m kdcore teacher --arch {arch} --init {init} --epochs {epochs} {flags}"
-    if key == "student_alone":
-        return f"python -m kdcore student --epochs {protocol.epochs} {flags}"
-    teacher_row = rows_so_far[0 if key == "distill_scratch" else 1]
-    if teacher_row["run_id"] is None:
-        return f"first the teacher: {teacher_row['command']}"
+def _cli_command(spec: RunSpec) -> str:
+    """The command line that trains `spec` (its label aside)."""
+    flags = f"--data-dir {spec.data}"
+    if spec.train_subset:
+        flags += f" --train-subset {spec.train_subset}"
+    if spec.val_split:
+        flags += f" --val-split {spec.val_split}"
+    if spec.role == "teacher":
+        return (
+            f"python -m kdcore teacher --arch {spec.arch} --init {spec.init} "
+            f"--epochs {spec.epochs} {flags}"
+        )
+    if spec.role == "student":
+        return f"python -m kdcore student --epochs {spec.epochs} {flags}"
     return (
-        f"python -m kdcore distill --teacher {teacher_row['run_id']} --epochs {protocol.epochs} "
-        f"-T {protocol.temperature:g} --alpha {protocol.alpha:g} {flags}"
+        f"python -m kdcore distill --teacher {spec.teacher} --epochs {spec.epochs} "
+        f"-T {spec.temperature:g} --alpha {spec.alpha:g} {flags}"
     )

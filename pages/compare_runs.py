@@ -286,7 +286,8 @@ def curves_ui(
 
 st.title("Compare runs")
 queue = get_queue()
-records = [r for r in queue.runs() if r.metrics]
+every_run = queue.runs()  # read once: the study rows want runs without an epoch too
+records = [r for r in every_run if r.metrics]
 if not records:
     st.info("No run has finished an epoch yet. Start one on the teacher or student page.")
     st.stop()
@@ -340,7 +341,7 @@ st.download_button(
     key="compare.table_csv_btn",
 )
 
-settings_ui([by_id[rid] for rid in chosen], {r.run_id: run_title(r) for r in queue.runs()})
-study_ui(queue.runs())
+settings_ui([by_id[rid] for rid in chosen], {r.run_id: run_title(r) for r in every_run})
+study_ui(every_run)
 calibration_ui([r for r in records if r.spec.role != "teacher"])
 downloads_ui(records)
